@@ -1,0 +1,153 @@
+"""Console entry points: l2s-phantoms (synthetic studies) and l2s-eval (autoPET metrics)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import math
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import L2SError
+
+log = logging.getLogger("l2s_engine")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def phantoms_main(argv: list[str] | None = None) -> int:
+    """l2s-phantoms OUT [-n N] [--size tiny|small|full] [--seed S] [--layout ...] [--mip]."""
+    from .phantoms import SIZES, make_phantom
+    from .phantoms.files import LAYOUTS, write_study
+
+    parser = argparse.ArgumentParser(
+        prog="l2s-phantoms",
+        description="Write synthetic whole-body FDG-PET/CT studies (deterministic per seed; "
+                    "studies with an even index+seed have lesions).")
+    parser.add_argument("out", type=Path, help="output folder (created)")
+    parser.add_argument("-n", "--count", type=int, default=8, help="number of studies (default 8)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small",
+                        help="tiny: tests; small: demo and CPU benchmarks; full: the autoPET grid "
+                             "400x400x326 at 2.04x2.04x3 mm (default small)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the set (default 0)")
+    parser.add_argument("--start", type=int, default=0, help="index of the first study (default 0)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="autopet", help="folder layout (default autopet)")
+    parser.add_argument("--mip", action="store_true", help="also write a coronal PET MIP (PNG) per study")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.count < 1 or args.start < 0:
+        parser.error("--count must be >= 1 and --start >= 0")
+
+    positive = 0
+    for index in tqdm(range(args.start, args.start + args.count), desc="phantoms", unit="study"):
+        study = make_phantom(index, args.seed, args.size)
+        folder = write_study(study, args.out, args.layout)
+        positive += bool(study.lesions)
+        if args.mip:
+            _write_mip(study, args.out / f"{study.case_id}_mip.png")
+        log.debug("%s: %d lesion(s) -> %s", study.case_id, len(study.lesions), folder)
+    print(f"wrote {args.count} {args.size} studies ({positive} with lesions) to {args.out} ({args.layout} layout)")
+    return 0
+
+
+def _write_mip(study, path: Path) -> None:
+    import numpy as np
+
+    from .qc import coronal_view, overlay, to_gray, write_png
+
+    gray = to_gray(coronal_view(study.pet, study.geometry), 0.0, 10.0, invert=True)
+    lesions = coronal_view(study.seg, study.geometry) > 0
+    write_png(path, np.concatenate([np.repeat(gray[..., None], 3, axis=2), overlay(gray, lesions)], axis=1))
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """l2s-eval PRED GT [-o CSV]: autoPET metrics of predicted masks against ground truth."""
+    parser = argparse.ArgumentParser(
+        prog="l2s-eval",
+        description="autoPET metrics (Dice, FPV, FNV in mL; 18-connected components) of masks in "
+                    "PRED (named <case_id>.nii.gz or .mha, as l2s-infer writes them) against the "
+                    "labels of the studies found below GT.")
+    parser.add_argument("pred", type=Path, help="folder of predicted masks")
+    parser.add_argument("gt", type=Path, nargs="+", help="study folder(s) with labels (SEG.* / labelsTr)")
+    parser.add_argument("-o", "--csv", type=Path, help="per-case CSV to write (default: PRED/metrics.csv)")
+    parser.add_argument("--pet-channel", default="0000", help="nnU-Net PET channel (default 0000)")
+    parser.add_argument("--ct-channel", default="0001", help="nnU-Net CT channel (default 0001)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return _evaluate(args)
+    except L2SError as exc:
+        print(f"l2s-eval: {exc}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(args) -> int:
+    from .io import find_studies, load_label
+    from .io.images import split_image_name
+    from .metrics import CONVENTIONS, aggregate, case_metrics
+
+    if not args.pred.is_dir():
+        print(f"l2s-eval: {args.pred}: not a folder of predicted masks", file=sys.stderr)
+        return 2
+    refs = [r for r in find_studies(args.gt, args.pet_channel, args.ct_channel) if r.seg is not None]
+    if not refs:
+        print(f"l2s-eval: no study with a label below {', '.join(map(str, args.gt))}", file=sys.stderr)
+        return 2
+    predictions = {}
+    for path in sorted(args.pred.iterdir()):
+        split = split_image_name(path.name)
+        if split is not None and not path.name.startswith("."):
+            predictions.setdefault(split[0], path)
+    results, failed = [], []
+    for ref in tqdm(refs, desc="eval", unit="case"):
+        pred_path = predictions.get(ref.case_id)
+        if pred_path is None:
+            failed.append((ref.case_id, f"no prediction {ref.case_id}.nii.gz/.mha in {args.pred}"))
+            continue
+        try:
+            gt, gt_grid = load_label(ref.seg)
+            pred, pred_grid = load_label(pred_path)
+            if not gt_grid.same_grid(pred_grid):
+                raise L2SError(f"{pred_path}: not on the label's grid ({'; '.join(gt_grid.differences(pred_grid))})")
+            results.append(case_metrics(pred, gt, gt_grid.voxel_volume_ml, ref.case_id))
+        except L2SError as exc:
+            failed.append((ref.case_id, str(exc)))
+    for case_id, why in failed:
+        print(f"FAILED {case_id}: {why}", file=sys.stderr)
+    csv_path = args.csv or args.pred / "metrics.csv"
+    _write_csv(csv_path, results)
+    for convention in CONVENTIONS:
+        agg = aggregate(results, convention)
+        print(f"{convention:>13}: Dice {_fmt(agg['dice'])}  FPV {_fmt(agg['fpv_ml'])} mL  "
+              f"FNV {_fmt(agg['fnv_ml'])} mL  ({agg['cases']} cases, {agg['positive_cases']} with lesions)")
+    print(f"per-case metrics: {csv_path}" + (f"; {len(failed)} case(s) failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.4f}"
+
+
+def _write_csv(path: Path, results) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["case_id", "gt_voxels", "pred_voxels", "dice", "fpv_ml", "fnv_ml"])
+    for r in results:
+        writer.writerow([r.case_id, r.gt_voxels, r.pred_voxels, _csv_num(r.dice), _csv_num(r.fpv_ml), _csv_num(r.fnv_ml)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(buffer.getvalue())
+    tmp.replace(path)
+
+
+def _csv_num(x: float) -> str:
+    return "nan" if math.isnan(x) else repr(round(x, 6))
