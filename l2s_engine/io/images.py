@@ -18,6 +18,7 @@ from ..errors import (
     UnreadableImageError,
 )
 from ..geometry import Geometry
+from .nifti import NIFTI_READ_ERRORS, scan_nifti
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,13 @@ def read_image(path: Path, role: str) -> sitk.Image:
         role: what the image is for ("PET", "CT", "SEG"), named in error messages.
 
     Raises:
-        UnreadableImageError: SimpleITK cannot read the file.
+        UnreadableImageError: SimpleITK cannot read the file, or a NIfTI file is truncated.
         NotAVolumeError: the image is not 3D or has several channels.
+        NonFiniteVoxelsError: a NIfTI file holds NaN/inf voxels (ITK would read them as 0;
+            other formats are checked on the array by ``check_finite``).
         BadSpacingError: a spacing is zero, negative or not finite.
     """
+    path = Path(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:  # SimpleITK raises RuntimeError for every read failure
@@ -86,6 +90,8 @@ def read_image(path: Path, role: str) -> sitk.Image:
             f"{image.GetDimension()}D image of size {image.GetSize()} with "
             f"{image.GetNumberOfComponentsPerPixel()} component(s); export a single 3D series",
             value=image.GetSize())
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_data(path, role)
     spacing = image.GetSpacing()
     if not all(np.isfinite(s) and s > 0 for s in spacing):
         raise BadSpacingError(
@@ -93,6 +99,26 @@ def read_image(path: Path, role: str) -> sitk.Image:
             "number of millimetres; fix the header (e.g. pixdim in NIfTI, ElementSpacing in MHA)",
             value=spacing)
     return image
+
+
+def _check_nifti_data(path: Path, role: str) -> None:
+    """Raise on a truncated or non-finite NIfTI, which ITK would silently zero-fill."""
+    try:
+        scan = scan_nifti(path)
+    except NIFTI_READ_ERRORS as exc:
+        raise UnreadableImageError(
+            path, f"the {role} image data cannot be read to the end ({exc}); the file is damaged "
+            "or truncated: copy or export it again") from exc
+    if not scan.complete:
+        raise UnreadableImageError(
+            path, f"the {role} image is truncated: {scan.data_bytes} of {scan.expected_bytes} data "
+            "bytes; copy or export it again", value=scan.data_bytes)
+    if scan.non_finite:
+        first = tuple(int(i) for i in np.unravel_index(scan.first_non_finite, scan.shape_zyx))
+        raise NonFiniteVoxelsError(
+            path, f"the {role} image holds {scan.non_finite} NaN/infinite voxel(s) (first at "
+            f"z,y,x={first}); re-export the image or replace those voxels before inference",
+            value=scan.non_finite)
 
 
 def _spacing_line(message: str) -> str:

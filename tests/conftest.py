@@ -1,0 +1,39 @@
+"""Shared helpers: small hand-built images written with SimpleITK directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+LPS_FLIPPED = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def write_volume(path: Path, array: np.ndarray, spacing=(2.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0),
+                 direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)) -> Path:
+    """Write ``array`` (z, y, x) with SimpleITK itself, header as given (x, y, z order)."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def make_autopet_study(folder: Path, shape=(6, 5, 4), seed: int = 0, seg: bool = True, **header) -> Path:
+    """A small autoPET-layout study with random PET, int16 CT and a SEG."""
+    rng = np.random.default_rng(seed)
+    write_volume(folder / "SUV.nii.gz", rng.uniform(0, 10, shape).astype(np.float32), **header)
+    write_volume(folder / "CTres.nii.gz", rng.integers(-1000, 1000, shape).astype(np.int16), **header)
+    if seg:
+        write_volume(folder / "SEG.nii.gz", (rng.uniform(size=shape) > 0.8).astype(np.uint8), **header)
+    return folder
+
+
+@pytest.fixture
+def autopet_study(tmp_path: Path) -> Path:
+    return make_autopet_study(tmp_path / "PETCT_0011" / "01-01-2010-NA-PET-CT study-1")

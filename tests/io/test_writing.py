@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from l2s_engine.errors import OutputError
+from l2s_engine.geometry import Geometry
+from l2s_engine.io import write_mask
+from l2s_engine.io import images as images_module
+
+GRID = Geometry((4, 3, 2), (2.0, 2.0, 3.0), (1.5, -2.0, 100.0), (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))
+
+
+def test_mask_is_binary_uint8(tmp_path):
+    mask = np.zeros(GRID.shape, np.float32)
+    mask[1, 2, 3] = 0.7
+    mask[0, 0, 0] = 5
+    out = sitk.ReadImage(str(write_mask(mask, GRID, tmp_path / "m.nii.gz")))
+    expected = np.zeros(GRID.shape, np.uint8)
+    expected[1, 2, 3] = expected[0, 0, 0] = 1
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out), expected)
+    assert out.GetPixelID() == sitk.sitkUInt8
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monkeypatch):
+    target = tmp_path / "m.mha"
+    write_mask(np.ones(GRID.shape, np.uint8), GRID, target)
+    before = target.read_bytes()
+
+    def half_write(image, name, compress):
+        with open(name, "wb") as f:
+            f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(images_module.sitk, "WriteImage", half_write)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_mask(np.zeros(GRID.shape, np.uint8), GRID, target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.mha"]
+
+
+def test_wrong_shape_suffix_and_protected_inputs(tmp_path):
+    with pytest.raises(OutputError, match="shape"):
+        write_mask(np.zeros((2, 3, 5), np.uint8), GRID, tmp_path / "m.nii.gz")
+    with pytest.raises(OutputError, match="nii.gz or .mha"):
+        write_mask(np.zeros(GRID.shape, np.uint8), GRID, tmp_path / "m.png")
+    pet = tmp_path / "SUV.nii.gz"
+    pet.write_bytes(b"input")
+    with pytest.raises(OutputError, match="input"):
+        write_mask(np.zeros(GRID.shape, np.uint8), GRID, tmp_path / "." / "SUV.nii.gz", protected=(pet,))
+    assert pet.read_bytes() == b"input"
