@@ -1,7 +1,7 @@
 """The phantom patient: a whole-body FDG-PET/CT plan drawn at random per study.
 
 Sizes are those of an adult (scaled per study), uptake values typical of FDG at one hour:
-brain 6-11 SUV, myocardium 2-10 (it varies most), kidneys and their urine, a bladder
+brain 6-11 SUV, tonsils 3-7 and parotids 2-4, myocardium 2-10 (it varies most), kidneys and their urine, a bladder
 10-40, liver 1.8-2.8, blood pool ~1.7, muscle ~0.7, fat ~0.3, lungs ~0.45. Lesions are
 3-30 mm, SUV 3-20, in the lungs, the liver, lymph-node stations, and right next to the
 bladder, kidneys and heart, where physiological uptake hides them.
@@ -82,6 +82,10 @@ def sample_anatomy(rng: np.random.Generator, with_lesions: bool) -> tuple[list[P
         Part("skull", head.shrunk(9 * s), BONE),
         Part("brain", E((0, 5, 100), (62, 80, 72)), Tissue(brain_suv, 35.0)),
         Part("spine", T((230, 870), (0, 0), (62, 62), (16, 17), (16, 17)), MARROW),
+        *[Part("parotid", E((side * 52, 10, 185), (14, 18, 24)), Tissue(rng.uniform(1.8, 4.0), 40.0))
+          for side in (1, -1)],
+        *[Part("tonsil", E((side * 15, -5, 212), (8, 8, 10)), Tissue(rng.uniform(3.0, 7.0), 45.0))
+          for side in (1, -1)],
         Part("lung", E((75 + jitter(3), 5, 450), (62, 85, 135)), LUNG),
         Part("lung", E((-75 + jitter(3), 5, 445), (68, 85, 130)), LUNG),
     ]
