@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,30 @@ def read_image(path: Path, role: str) -> sitk.Image:
         BadSpacingError: a spacing is zero, negative or not finite.
     """
     path = Path(path)
+    with ThreadPoolExecutor(1) as pool:
+        # The raw NIfTI pass decompresses the file a second time: run it beside ITK's read.
+        scan = pool.submit(scan_nifti, path) if path.name.lower().endswith((".nii", ".nii.gz")) else None
+        image = _itk_read(path, role)
+        if scan is not None:
+            _check_nifti_scan(scan, path, role)
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise NotAVolumeError(
+            path, f"the {role} image must be one 3D volume with one channel, got a "
+            f"{image.GetDimension()}D image of size {image.GetSize()} with "
+            f"{image.GetNumberOfComponentsPerPixel()} component(s); export a single 3D series",
+            value=image.GetSize())
+    spacing = image.GetSpacing()
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise BadSpacingError(
+            path, f"the {role} image has spacing {spacing}: every spacing must be a positive "
+            "number of millimetres; fix the header (e.g. pixdim in NIfTI, ElementSpacing in MHA)",
+            value=spacing)
+    return image
+
+
+def _itk_read(path: Path, role: str) -> sitk.Image:
     try:
-        image = sitk.ReadImage(str(path))
+        return sitk.ReadImage(str(path))
     except RuntimeError as exc:  # SimpleITK raises RuntimeError for every read failure
         if "spacing" in str(exc).lower():
             # ITK refuses zero or NaN spacings while reading (MetaImage, NRRD headers).
@@ -84,27 +107,12 @@ def read_image(path: Path, role: str) -> sitk.Image:
         raise UnreadableImageError(
             path, f"cannot read the {role} image ({first_line}); check that the file is complete "
             f"and in a format SimpleITK reads ({', '.join(IMAGE_SUFFIXES)})") from exc
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise NotAVolumeError(
-            path, f"the {role} image must be one 3D volume with one channel, got a "
-            f"{image.GetDimension()}D image of size {image.GetSize()} with "
-            f"{image.GetNumberOfComponentsPerPixel()} component(s); export a single 3D series",
-            value=image.GetSize())
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_data(path, role)
-    spacing = image.GetSpacing()
-    if not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise BadSpacingError(
-            path, f"the {role} image has spacing {spacing}: every spacing must be a positive "
-            "number of millimetres; fix the header (e.g. pixdim in NIfTI, ElementSpacing in MHA)",
-            value=spacing)
-    return image
 
 
-def _check_nifti_data(path: Path, role: str) -> None:
+def _check_nifti_scan(pending: Future, path: Path, role: str) -> None:
     """Raise on a truncated or non-finite NIfTI, which ITK would silently zero-fill."""
     try:
-        scan = scan_nifti(path)
+        scan = pending.result()
     except NIFTI_READ_ERRORS as exc:
         raise UnreadableImageError(
             path, f"the {role} image data cannot be read to the end ({exc}); the file is damaged "

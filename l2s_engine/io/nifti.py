@@ -67,19 +67,37 @@ def _parse_header(raw: bytes) -> _Header:
     return _Header(order, datatype, bitpix, max(offset, size + 4), shape)
 
 
+def _stored_size(path: Path, gz: bool) -> int:
+    """Bytes the file holds once decompressed, as its gzip trailer says (mod 2**32)."""
+    if not gz:
+        return path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(-4, 2)
+        return struct.unpack("<I", f.read(4))[0]
+
+
 def scan_nifti(path: Path) -> NiftiScan:
-    """Stream the voxel data of a .nii or .nii.gz file once, counting bytes and non-finite values.
+    """Check that a .nii/.nii.gz file holds all its voxels, and count non-finite ones.
+
+    Float data are streamed once (constant memory). Integer data cannot be non-finite: when
+    the file size (or the gzip trailer's size field) is exactly header + voxels, the data are
+    complete and nothing is decompressed; otherwise (truncation, multi-member gzip, trailing
+    bytes) the data are streamed to count what is there.
 
     Raises:
         one of NIFTI_READ_ERRORS: not NIfTI, or the file cannot be decompressed to its end.
     """
-    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    path = Path(path)
+    gz = path.name.lower().endswith(".gz")
+    opener = gzip.open if gz else open
     with opener(path, "rb") as f:
         header = _parse_header(f.read(540))
-        f.seek(header.vox_offset)
         voxels = int(np.prod(header.shape_xyz))
         expected = voxels * header.bitpix // 8
         dtype = np.dtype(header.order + _FLOAT_TYPES[header.datatype]) if header.datatype in _FLOAT_TYPES else None
+        if dtype is None and _stored_size(path, gz) == (header.vox_offset + expected) % (1 << (32 if gz else 64)):
+            return NiftiScan(expected, expected, 0, None, tuple(reversed(header.shape_xyz)))
+        f.seek(header.vox_offset)
         total, seen, bad, first, carry = 0, 0, 0, None, b""
         while True:
             chunk = f.read(_CHUNK)
