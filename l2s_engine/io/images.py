@@ -147,6 +147,15 @@ def check_finite(array: np.ndarray, path: Path, role: str) -> None:
             "re-export the image or replace those voxels before inference", value=bad)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any writer thread
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> Path:
     """Write ``image`` to ``path`` so that readers never see a partial file.
 
@@ -164,6 +173,7 @@ def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> 
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp_name, compress)
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

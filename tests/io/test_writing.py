@@ -48,3 +48,12 @@ def test_wrong_shape_suffix_and_protected_inputs(tmp_path):
     with pytest.raises(OutputError, match="input"):
         write_mask(np.zeros(GRID.shape, np.uint8), GRID, tmp_path / "." / "SUV.nii.gz", protected=(pet,))
     assert pet.read_bytes() == b"input"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    path = write_mask(np.zeros(GRID.shape, np.uint8), GRID, tmp_path / "m.nii.gz")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

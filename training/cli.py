@@ -1,0 +1,160 @@
+"""l2s-train: train the two L2SNet networks into a weights directory, and evaluate them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from l2s_engine.errors import L2SError
+from l2s_engine.io import find_studies
+from l2s_engine.metrics import aggregate, case_metrics
+from l2s_engine.postprocess import fuse_paper
+from l2s_engine.spec import Spec, preset
+
+from .data.folds import split
+from .data.studies import load_training_studies
+from .loop import LoopConfig
+from .models import Loc2DNet, Seg3DNet, load_imagenet_encoder
+from .predict import predict_cue, predict_volume
+from .stages import compute_cues, train_loc2d, train_seg3d
+from .weights import load_weights, read_config, save_weights, write_config
+
+log = logging.getLogger("l2s_training")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="l2s-train", description=__doc__)
+    parser.add_argument("stage", choices=("2d", "3d", "all", "eval"),
+                        help="2d: the localisation net; 3d: the segmentation net (needs 2d weights in "
+                             "--out); all: both; eval: metrics of --out's nets on the held-out fold")
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="folder(s) of labelled studies")
+    parser.add_argument("--out", type=Path, default=Path("weights"), help="weights directory (default weights/)")
+    parser.add_argument("--preset", default="lite", help="lite (CPU minutes) or paper (default lite)")
+    parser.add_argument("--fold", type=int, default=0, help="held-out fold 0-4, or -1 to train on all data (default 0)")
+    parser.add_argument("--epochs", type=int, help="epochs of each stage (default: the preset's)")
+    parser.add_argument("--iters", type=int, help="batches per epoch (default: the preset's)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--imagenet", type=Path, help="local timm res2net50_26w_4s ImageNet weights for the 2D encoder")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("l2s-train: --device cuda but torch sees no CUDA GPU; use --device cpu", file=sys.stderr)
+        return 2
+    try:
+        if args.stage == "eval":
+            return _evaluate(args)
+        return _train(args)
+    except (L2SError, FileNotFoundError, ValueError) as exc:
+        print(f"l2s-train: {exc}", file=sys.stderr)
+        return 2
+
+
+def _spec_for(args) -> tuple[Spec, dict]:
+    """The preset, or the spec already in --out (a 3d run must match its 2d net)."""
+    spec = preset(args.preset)
+    provenance: dict = {}
+    if (args.out / "config.json").exists():
+        existing, provenance = read_config(args.out)
+        if existing.loc2d != spec.loc2d or existing.seg3d != spec.seg3d:
+            raise ValueError(f"{args.out} holds a {existing.preset!r} model; use --preset {existing.preset} "
+                             "or another --out")
+        spec = existing
+    overrides = {}
+    if args.epochs:
+        overrides.update(epochs_2d=args.epochs, epochs_3d=args.epochs)
+    if args.iters:
+        overrides.update(iters_2d=args.iters, iters_3d=args.iters)
+    if overrides:
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **overrides))
+    return spec, provenance
+
+
+def _case_split(args) -> tuple[list[str], list[str]]:
+    ids = [r.case_id for r in find_studies(args.data) if r.seg is not None]
+    return split(ids, args.fold)
+
+
+def _train(args) -> int:
+    spec, provenance = _spec_for(args)
+    train_ids, held_out = _case_split(args)
+    log.info("fold %d: %d training studies, %d held out", args.fold, len(train_ids), len(held_out))
+    studies = load_training_studies(args.data, spec, set(train_ids))
+    t = spec.train
+    common = dict(momentum=t.momentum, weight_decay=t.weight_decay, out_dir=args.out, device=args.device, seed=args.seed)
+    record = dict(data=[str(p) for p in args.data], fold=args.fold, seed=args.seed,
+                  train_cases=len(studies), held_out_cases=len(held_out), device=args.device, torch=torch.__version__)
+    torch.manual_seed(args.seed)
+    loc = Loc2DNet(spec.loc2d)
+    if args.stage in ("2d", "all"):
+        if args.imagenet:
+            missing = load_imagenet_encoder(loc, args.imagenet)
+            log.info("ImageNet encoder weights from %s (%d keys missing)", args.imagenet, len(missing))
+        cfg = LoopConfig("loc2d", t.epochs_2d, t.iters_2d, t.lr, **common)
+        start = time.perf_counter()
+        losses = train_loc2d(loc, studies, spec, cfg, args.resume)
+        save_weights(loc, args.out, "loc2d")
+        provenance["loc2d"] = dict(record, epochs=t.epochs_2d, iters=t.iters_2d, batch=t.batch_2d,
+                                   seconds=round(time.perf_counter() - start, 1), final_loss=losses[-1] if losses else None,
+                                   imagenet=str(args.imagenet) if args.imagenet else None)
+        write_config(args.out, spec, provenance)
+    if args.stage in ("3d", "all"):
+        load_weights(loc, args.out, "loc2d")
+        start = time.perf_counter()
+        compute_cues(loc.to(args.device), studies, spec, args.device)
+        log.info("cues of %d studies in %.1f s", len(studies), time.perf_counter() - start)
+        torch.manual_seed(args.seed + 1)
+        seg = Seg3DNet(spec.seg3d)
+        cfg = LoopConfig("seg3d", t.epochs_3d, t.iters_3d, t.lr, **common)
+        start = time.perf_counter()
+        resume = args.resume and (args.stage == "3d" or (args.out / "checkpoints" / "seg3d.pt").exists())
+        losses = train_seg3d(seg, studies, spec, cfg, resume)
+        save_weights(seg, args.out, "seg3d")
+        provenance["seg3d"] = dict(record, epochs=t.epochs_3d, iters=t.iters_3d, batch=t.batch_3d,
+                                   seconds=round(time.perf_counter() - start, 1), final_loss=losses[-1] if losses else None)
+        write_config(args.out, spec, provenance)
+    print(f"weights: {args.out} ({spec.preset} preset)")
+    return 0
+
+
+def _evaluate(args) -> int:
+    spec, _ = read_config(args.out)
+    _, held_out = _case_split(args)
+    if not held_out:
+        raise ValueError("no held-out studies: pick --fold 0..4")
+    studies = load_training_studies(args.data, spec, set(held_out))
+    loc = load_weights(Loc2DNet(spec.loc2d), args.out, "loc2d").to(args.device)
+    seg = load_weights(Seg3DNet(spec.seg3d), args.out, "seg3d").to(args.device)
+    results: dict[str, list] = {"2d (cue > 0.5)": [], "3d (p > 0.5)": [], "fused (paper rule)": []}
+    start = time.perf_counter()
+    for s in studies:
+        cue = predict_cue(loc, s.pet_2d, s.geometry, spec.loc2d, args.device)
+        p3d = predict_volume(seg, s.pet_3d, s.ct_3d, spec.seg3d, spec.fusion.step_fraction, args.device)
+        vv = s.geometry.voxel_volume_ml
+        for name, mask in (("2d (cue > 0.5)", cue > 0.5), ("3d (p > 0.5)", p3d > 0.5),
+                           ("fused (paper rule)", fuse_paper(p3d, cue, spec.fusion))):
+            results[name].append(case_metrics(mask, s.seg, vv, s.case_id))
+    summary = {}
+    for name, cases in results.items():
+        agg = aggregate(cases, "positive-only")
+        summary[name] = agg
+        print(f"{name:>20}: Dice {agg['dice']:.4f}  FPV {agg['fpv_ml']:.3f} mL  FNV {agg['fnv_ml']:.3f} mL "
+              f"(positive-only; {agg['positive_cases']} of {agg['cases']} held-out studies have lesions)")
+    per_case = {name: [dataclasses.asdict(c) for c in cases] for name, cases in results.items()}
+    (args.out / f"eval_fold{args.fold}.json").write_text(json.dumps(
+        {"summary": summary, "cases": per_case, "seconds": round(time.perf_counter() - start, 1)},
+        indent=2, default=lambda x: None if isinstance(x, float) and np.isnan(x) else x) + "\n")
+    return 0

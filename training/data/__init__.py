@@ -1,0 +1,1 @@
+"""Training data: studies in memory, folds, coronal-slice batches, 3D patches."""

@@ -1,0 +1,67 @@
+"""3D training patches over PET + CT, with lesion oversampling and mirroring."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from l2s_engine.tiling import pad_amounts
+
+from .studies import TrainStudy
+
+log = logging.getLogger(__name__)
+PAD_VALUE = -1.0  # windowed air (PET 0 SUV, CT below the window) maps to -1
+
+
+class PatchSampler:
+    """Random patches: a share ``fg_fraction`` centred (with jitter) on a lesion voxel.
+
+    Volumes smaller than the patch along an axis are padded (centred) with air; the
+    inference runtime pads the same way.
+    """
+
+    def __init__(self, studies: list[TrainStudy], patch: tuple[int, int, int], fg_fraction: float):
+        if any(s.cue is None for s in studies):
+            raise ValueError("compute the 2D cue of every study before sampling 3D patches")
+        self.studies, self.patch, self.fg_fraction = studies, tuple(patch), fg_fraction
+        self.positive = [i for i, s in enumerate(studies) if s.positive]
+        for s in studies:
+            pads = pad_amounts(s.seg.shape, self.patch)
+            if any(sum(p) for p in pads):
+                log.warning("%s: volume %s is smaller than the patch %s; padding it with air",
+                            s.case_id, s.seg.shape, self.patch)
+
+    def _crop(self, study: TrainStudy, start: np.ndarray) -> tuple[np.ndarray, ...]:
+        pads = pad_amounts(study.seg.shape, self.patch)
+        out = []
+        for volume, fill in ((study.pet_3d, PAD_VALUE), (study.ct_3d, PAD_VALUE), (study.seg, 0), (study.cue, 0.0)):
+            if any(sum(p) for p in pads):
+                volume = np.pad(volume, pads, constant_values=fill)
+            sl = tuple(slice(int(a), int(a) + p) for a, p in zip(start, self.patch))
+            out.append(volume[sl])
+        return tuple(out)
+
+    def draw(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(inputs (B, 2, D, H, W), targets (B, 1, ...), cue (B, 1, ...)) float32."""
+        xs, ys, cs = [], [], []
+        for _ in range(batch):
+            lesion = rng.random() < self.fg_fraction and self.positive
+            study = self.studies[self.positive[rng.integers(len(self.positive))] if lesion else rng.integers(len(self.studies))]
+            pads = pad_amounts(study.seg.shape, self.patch)
+            shape = np.array([n + sum(p) for n, p in zip(study.seg.shape, pads)])
+            high = shape - np.array(self.patch)
+            if lesion:
+                voxel = study.lesion_voxels[rng.integers(len(study.lesion_voxels))] + np.array([p[0] for p in pads])
+                jitter = rng.integers(-np.array(self.patch) // 4, np.array(self.patch) // 4 + 1)
+                start = np.clip(voxel - np.array(self.patch) // 2 + jitter, 0, high)
+            else:
+                start = np.array([rng.integers(h + 1) for h in high])
+            pet, ct, seg, cue = self._crop(study, start)
+            flips = tuple(ax for ax in range(3) if rng.random() < 0.5)
+            if flips:
+                pet, ct, seg, cue = (np.flip(a, flips) for a in (pet, ct, seg, cue))
+            xs.append(np.stack([pet, ct]))
+            ys.append(seg[None].astype(np.float32))
+            cs.append(cue[None].astype(np.float32))
+        return np.stack(xs), np.stack(ys), np.stack(cs)

@@ -1,0 +1,60 @@
+"""Coronal-slice batches for the 2D net, with a fixed share of lesion slices."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from l2s_engine.preprocess import resize_bilinear, slices_to_input, to_coronal
+from l2s_engine.spec import Loc2DSpec
+
+from .studies import TrainStudy
+
+
+def slice_target(seg_coronal: np.ndarray, index: np.ndarray, spec: Loc2DSpec) -> np.ndarray:
+    """Labels of coronal slices ``index`` in network-input space: (N, 1, H, W) float32 0/1."""
+    r0, r1, c0, c1 = spec.crop
+    resized = resize_bilinear(seg_coronal[index].astype(np.float32), spec.resize)[:, r0:r1, c0:c1]
+    return (resized >= 0.5).astype(np.float32)[:, None]
+
+
+class SliceSampler:
+    """Draws batches of coronal slices, about ``lesion_fraction`` of them holding a lesion.
+
+    Each batch holds floor(B * f) lesion slices, plus one more with probability
+    B * f - floor(B * f), so the long-run share is exactly f. A lesion slice is one whose
+    label, in network-input space (after resize and crop), holds a lesion voxel.
+    """
+
+    def __init__(self, studies: list[TrainStudy], spec: Loc2DSpec, batch: int, lesion_fraction: float):
+        self.studies, self.spec, self.batch, self.fraction = studies, spec, batch, lesion_fraction
+        self.coronal = [to_coronal(s.pet_2d, s.geometry) for s in studies]
+        self.seg_coronal = [to_coronal(s.seg, s.geometry) for s in studies]
+        lesion, other = [], []
+        for i, seg in enumerate(self.seg_coronal):
+            index = np.arange(seg.shape[0])
+            flags = np.zeros(seg.shape[0], bool)
+            candidates = np.nonzero(seg.reshape(seg.shape[0], -1).any(axis=1))[0]
+            if candidates.size:
+                flags[candidates] = slice_target(seg, candidates, spec).reshape(candidates.size, -1).any(axis=1)
+            lesion += [(i, j) for j in index[flags]]
+            other += [(i, j) for j in index[~flags]]
+        if not lesion:
+            raise ValueError("no coronal slice holds a lesion after resize and crop")
+        self.lesion_items, self.other_items = lesion, other
+
+    def draw(self, rng: np.random.Generator) -> list[tuple[int, int, bool]]:
+        """(study, slice, is_lesion) for one batch."""
+        expected = self.batch * self.fraction
+        n_lesion = int(expected) + int(rng.random() < expected - int(expected))
+        picks = [(*self.lesion_items[k], True) for k in rng.integers(len(self.lesion_items), size=n_lesion)]
+        picks += [(*self.other_items[k], False) for k in rng.integers(len(self.other_items), size=self.batch - n_lesion)]
+        return [picks[k] for k in rng.permutation(len(picks))]
+
+    def batch_arrays(self, picks: list[tuple[int, int, bool]]) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs (B, in_slices, H, W), targets (B, 1, H, W)) for drawn slices."""
+        xs, ys = [], []
+        for study, j, _ in picks:
+            index = np.array([j])
+            xs.append(slices_to_input(self.coronal[study], index, self.spec.resize, self.spec.crop, self.spec.in_slices))
+            ys.append(slice_target(self.seg_coronal[study], index, self.spec))
+        return np.concatenate(xs), np.concatenate(ys)
