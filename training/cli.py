@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="folder(s) of labelled studies")
     parser.add_argument("--out", type=Path, default=Path("weights"), help="weights directory (default weights/)")
     parser.add_argument("--preset", default="lite", help="lite (CPU minutes) or paper (default lite)")
-    parser.add_argument("--fold", type=int, default=0, help="held-out fold 0-4, or -1 to train on all data (default 0)")
+    parser.add_argument("--fold", type=int, default=0, help="held-out fold 0-4, or -1: train on all data / evaluate all data (default 0)")
     parser.add_argument("--epochs", type=int, help="epochs of each stage (default: the preset's)")
     parser.add_argument("--iters", type=int, help="batches per epoch (default: the preset's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -132,9 +132,9 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     spec, _ = read_config(args.out)
-    _, held_out = _case_split(args)
-    if not held_out:
-        raise ValueError("no held-out studies: pick --fold 0..4")
+    train_ids, held_out = _case_split(args)
+    if args.fold == -1:  # an independent test set: every study in --data
+        held_out = train_ids
     studies = load_training_studies(args.data, spec, set(held_out))
     loc = load_weights(Loc2DNet(spec.loc2d), args.out, "loc2d").to(args.device)
     seg = load_weights(Seg3DNet(spec.seg3d), args.out, "seg3d").to(args.device)

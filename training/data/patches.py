@@ -15,7 +15,9 @@ PAD_VALUE = -1.0  # windowed air (PET 0 SUV, CT below the window) maps to -1
 
 
 class PatchSampler:
-    """Random patches: a share ``fg_fraction`` centred (with jitter) on a lesion voxel.
+    """Random patches, the last ``batch - round(batch * (1 - fg_fraction))`` of each batch centred
+    (with jitter) on a lesion voxel (nnU-Net's oversampling rule: a batch of 2 at 0.33 always
+    holds one lesion patch).
 
     Volumes smaller than the patch along an axis are padded (centred) with air; the
     inference runtime pads the same way.
@@ -45,8 +47,9 @@ class PatchSampler:
     def draw(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(inputs (B, 2, D, H, W), targets (B, 1, ...), cue (B, 1, ...)) float32."""
         xs, ys, cs = [], [], []
-        for _ in range(batch):
-            lesion = rng.random() < self.fg_fraction and self.positive
+        n_random = round(batch * (1.0 - self.fg_fraction))  # nnU-Net's rule: the rest are lesion-centred
+        for k in range(batch):
+            lesion = k >= n_random and bool(self.positive)
             study = self.studies[self.positive[rng.integers(len(self.positive))] if lesion else rng.integers(len(self.studies))]
             pads = pad_amounts(study.seg.shape, self.patch)
             shape = np.array([n + sum(p) for n, p in zip(study.seg.shape, pads)])

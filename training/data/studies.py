@@ -59,5 +59,5 @@ def load_training_studies(data: list[Path], spec: Spec, case_ids: set[str] | Non
     if not any(t.positive for t in out):
         raise TrainingDataError(f"none of the {len(out)} labelled studies has a lesion: the networks cannot "
                                 "learn what a lesion is; add positive studies")
-    log.info("loaded %d training studies (%d with lesions)", len(out), sum(t.positive for t in out))
+    log.info("loaded %d labelled studies (%d with lesions)", len(out), sum(t.positive for t in out))
     return out

@@ -9,6 +9,8 @@ from torch.nn import functional as F
 
 from l2s_engine.spec import Loc2DSpec
 
+from .seg3d import PRIOR_LOGIT
+
 
 class ConvBnRelu(nn.Sequential):
     def __init__(self, cin: int, cout: int):
@@ -59,6 +61,7 @@ class Loc2DNet(nn.Module):
             layers=tuple(spec.encoder_layers), channels=tuple(spec.encoder_channels), stem_width=spec.stem_width)
         self.decoder = UnetDecoder(self.encoder.feature_info.channels(), spec.decoder_channels, spec.upsample)
         self.head = nn.Conv2d(spec.decoder_channels[-1], 1, 3, padding=1)
+        nn.init.constant_(self.head.bias, PRIOR_LOGIT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.decoder(self.encoder(x)))

@@ -7,6 +7,11 @@ from torch import nn
 
 from l2s_engine.spec import Seg3DSpec
 
+# Lesions are rare: start the output near a 1% prior (logit(0.01)) instead of 50%, so early
+# training does not drive every logit far negative, where the sigmoid saturates and the Dice
+# gradient vanishes (the prior-probability initialisation of RetinaNet's classifier).
+PRIOR_LOGIT = -4.59512
+
 
 def make_norm(kind: str, channels: int) -> nn.Module:
     """instance: per-channel InstanceNorm (affine); layer: one group over C, D, H, W; batch."""
@@ -43,6 +48,7 @@ class Seg3DNet(nn.Module):
         self.up = nn.ModuleList(nn.ConvTranspose3d(w * 2, w, 2, stride=2) for w in reversed(widths[:-1]))
         self.merge = nn.ModuleList(ConvBlock3d(w * 2, w, spec.norm) for w in reversed(widths[:-1]))
         self.head = nn.Conv3d(widths[0], 1, 1)
+        nn.init.constant_(self.head.bias, PRIOR_LOGIT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

@@ -1,0 +1,135 @@
+"""The export steps for one or more weights directories (folds) into one engine directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from l2s_engine.manifest import MANIFEST, ModelFile, TensorInfo, manifest_dict, sha256_of
+from l2s_engine.metrics import case_metrics
+from l2s_engine.phantoms import make_phantom
+from l2s_engine.postprocess import fuse_paper
+from l2s_engine.preprocess import slices_to_input, to_coronal, window
+from l2s_engine.spec import Spec
+from l2s_engine.tiling import pad_amounts
+from l2s_training.models import Loc2DNet, Seg3DNet
+from l2s_training.predict import predict_cue, predict_volume
+from l2s_training.weights import load_weights
+
+from .checks import PARITY_LIMIT, ExportError
+from .onnx_graphs import IO_NAMES, OPSET, export_fp16, export_fp32, input_shape
+from .parity import OrtModule, max_probability_difference
+
+log = logging.getLogger("l2s_export")
+BUILDERS = {"loc2d": Loc2DNet, "seg3d": Seg3DNet}
+
+
+def parity_batches(role: str, spec: Spec) -> list[np.ndarray]:
+    """Inputs to compare backends on: uniform noise, and a real-looking phantom batch."""
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-1.0, 1.0, input_shape(role, spec, batch=2)).astype(np.float32)
+    phantom = make_phantom(0, seed=0, size="small")
+    if role == "loc2d":
+        coronal = to_coronal(window(phantom.pet, *spec.loc2d.suv_window), phantom.geometry)
+        middle = coronal.shape[0] // 2
+        real = slices_to_input(coronal, np.array([middle - 5, middle]), spec.loc2d.resize, spec.loc2d.crop,
+                               spec.loc2d.in_slices)
+    else:
+        pads = pad_amounts(phantom.pet.shape, spec.seg3d.patch)
+        pet = np.pad(window(phantom.pet, *spec.seg3d.suv_window), pads, constant_values=-1.0)
+        ct = np.pad(window(phantom.ct, *spec.seg3d.ct_window), pads, constant_values=-1.0)
+        start = [(n - p) // 2 for n, p in zip(pet.shape, spec.seg3d.patch)]
+        box = tuple(slice(s, s + p) for s, p in zip(start, spec.seg3d.patch))
+        real = np.stack([pet[box], ct[box]])[None]
+    return [noise, np.ascontiguousarray(real, dtype=np.float32)]
+
+
+def _tensor_info(role: str, spec: Spec) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
+    shape = input_shape(role, spec, batch=-1)
+    in_name, out_name = IO_NAMES[role]
+    return (TensorInfo(in_name, "float32", shape),), (TensorInfo(out_name, "float32", (-1, 1, *shape[2:])),)
+
+
+def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
+               profiles: dict[str, tuple[int, int, int]], check_studies: int = 2) -> Path:
+    """Export every fold's networks into ``out`` and write the manifest.
+
+    Raises:
+        ExportError: ONNX Runtime disagrees with PyTorch by more than PARITY_LIMIT.
+    """
+    files: list[ModelFile] = []
+    models: dict[tuple[str, int], torch.nn.Module] = {}
+    for fold, wdir in enumerate(weights_dirs):
+        for role, build in BUILDERS.items():
+            model = load_weights(build(getattr(spec, role)), wdir, role).eval()
+            models[role, fold] = model
+            stem = role if len(weights_dirs) == 1 else f"{role}_fold{fold}"
+            inputs, outputs = _tensor_info(role, spec)
+            batches = parity_batches(role, spec)
+            fp32 = export_fp32(model, role, spec, out / f"{stem}.onnx")
+            diff = max_probability_difference(model, fp32, batches)
+            log.info("%s fold %d: ONNX Runtime vs PyTorch, max |dp| = %.2e", role, fold, diff)
+            if diff > PARITY_LIMIT:
+                raise ExportError(f"{fp32}: ONNX Runtime differs from PyTorch by {diff:.2e} in probability "
+                                  f"(limit {PARITY_LIMIT:g}); the export is not trustworthy")
+            fp16 = export_fp16(model, role, spec, out / f"{stem}_fp16.onnx")
+            diff16 = max_probability_difference(model, fp16, batches)
+            log.info("%s fold %d: fp16 graph vs PyTorch fp32, max |dp| = %.2e", role, fold, diff16)
+            for path, precision, d in ((fp32, "fp32", diff), (fp16, "fp16", diff16)):
+                files.append(ModelFile(role, fold, "onnx", precision, path.name, sha256_of(path), inputs, outputs,
+                                       {"opset": OPSET, "max_abs_prob_diff_vs_torch_fp32": d}))
+    info = {"exporter": "l2s-export", "torch": torch.__version__, "python": platform.python_version(),
+            "weights": [str(w) for w in weights_dirs],
+            "fp16_agreement": fp16_agreement(out, spec, files, check_studies)}
+    if tensorrt:
+        from .tensorrt_build import tensorrt_unavailable_reason
+
+        reason = tensorrt_unavailable_reason()
+        if reason:
+            log.warning("TensorRT plans not built (%s): exported ONNX only. On the GPU host run: "
+                        "l2s-export %s -o %s", reason, " ".join(map(str, weights_dirs)), out)
+            info["tensorrt"] = f"not built: {reason}"
+        else:
+            from .tensorrt_build import build_plans
+
+            files += build_plans(out, [f for f in files if f.precision == "fp16"], profiles)
+    write_manifest(out, spec, files, info)
+    return out
+
+
+def fp16_agreement(out: Path, spec: Spec, files: list[ModelFile], studies: int) -> dict:
+    """Dice between the whole-pipeline masks of the fp16 and fp32 graphs on phantom studies
+    (fold 0; ONNX Runtime on the CPU), and the largest probability difference."""
+    graphs = {(f.role, f.precision): out / f.path for f in files if f.fold == 0}
+    results = []
+    for index in range(studies):
+        phantom = make_phantom(2 * index, seed=7, size="small")  # even index: with lesions
+        pet2 = window(phantom.pet, *spec.loc2d.suv_window)
+        pet3, ct3 = window(phantom.pet, *spec.seg3d.suv_window), window(phantom.ct, *spec.seg3d.ct_window)
+        masks, probs = {}, {}
+        for precision in ("fp32", "fp16"):
+            cue = predict_cue(OrtModule(graphs["loc2d", precision]), pet2, phantom.geometry, spec.loc2d)
+            p3d = predict_volume(OrtModule(graphs["seg3d", precision]), pet3, ct3, spec.seg3d, spec.fusion.step_fraction)
+            masks[precision], probs[precision] = fuse_paper(p3d, cue, spec.fusion), p3d
+        agree = case_metrics(masks["fp16"], masks["fp32"], 1.0, phantom.case_id)
+        both_empty = agree.gt_voxels == 0 and agree.pred_voxels == 0
+        results.append({"case_id": phantom.case_id, "mask_dice": 1.0 if both_empty else agree.dice,
+                        "mask_voxels_fp32": agree.gt_voxels, "mask_voxels_fp16": agree.pred_voxels,
+                        "max_abs_p3d_diff": float(np.abs(probs["fp16"] - probs["fp32"]).max())})
+        log.info("fp16 vs fp32 on %s: mask Dice %.4f, max |dp3d| %.2e", phantom.case_id,
+                 results[-1]["mask_dice"], results[-1]["max_abs_p3d_diff"])
+    return {"studies": results, "size": "small", "backend": "onnxruntime-cpu"}
+
+
+def write_manifest(out: Path, spec: Spec, files: list[ModelFile], info: dict) -> Path:
+    path = out / MANIFEST
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(manifest_dict(spec, files, info), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,78 @@
+"""l2s-export on the committed demo weights, and export parity for both presets."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxconverter_common")
+
+from l2s_engine.manifest import ManifestError, read_manifest  # noqa: E402
+from l2s_engine.spec import preset  # noqa: E402
+from l2s_export.checks import PARITY_LIMIT  # noqa: E402
+from l2s_export.cli import main  # noqa: E402
+from l2s_export.onnx_graphs import export_fp32  # noqa: E402
+from l2s_export.parity import max_probability_difference  # noqa: E402
+from l2s_export.pipeline import parity_batches  # noqa: E402
+from l2s_training.models import Loc2DNet, Seg3DNet  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[2] / "weights" / "demo"
+
+
+@pytest.fixture(scope="module")
+def engine_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines")
+    assert main([str(DEMO), "-o", str(out), "--no-tensorrt"]) == 0
+    return out
+
+
+def test_manifest_hashes_match_the_files(engine_dir):
+    data = json.loads((engine_dir / "manifest.json").read_text())
+    names = sorted(f["path"] for f in data["files"])
+    assert names == ["loc2d.onnx", "loc2d_fp16.onnx", "seg3d.onnx", "seg3d_fp16.onnx"]
+    for entry in data["files"]:
+        assert hashlib.sha256((engine_dir / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
+        if entry["precision"] == "fp32":
+            assert entry["extra"]["max_abs_prob_diff_vs_torch_fp32"] <= PARITY_LIMIT
+    manifest = read_manifest(engine_dir)
+    assert manifest.spec.loc2d == preset("lite").loc2d and manifest.spec.seg3d == preset("lite").seg3d
+
+
+def test_fp16_pipeline_masks_agree_with_fp32(engine_dir):
+    studies = json.loads((engine_dir / "manifest.json").read_text())["info"]["fp16_agreement"]["studies"]
+    assert len(studies) == 2
+    assert all(s["mask_dice"] >= 0.995 for s in studies), studies
+
+
+def test_a_tampered_file_is_refused_by_name(engine_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(engine_dir, copy)
+    with open(copy / "seg3d_fp16.onnx", "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ManifestError, match="seg3d_fp16.onnx"):
+        read_manifest(copy)
+
+
+def test_missing_weights_are_a_clear_error(tmp_path, capsys):
+    assert main([str(tmp_path / "nowhere"), "-o", str(tmp_path / "e"), "--no-tensorrt"]) == 2
+    assert "missing config.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lite", "paper"])
+@pytest.mark.parametrize("role", ["loc2d", "seg3d"])
+def test_onnx_runtime_matches_pytorch(tmp_path, name, role):
+    import torch
+
+    spec = preset(name)
+    torch.manual_seed(0)
+    model = (Loc2DNet(spec.loc2d) if role == "loc2d" else Seg3DNet(spec.seg3d)).eval()
+    path = export_fp32(model, role, spec, tmp_path / f"{role}.onnx")
+    assert max_probability_difference(model, path, parity_batches(role, spec)) <= PARITY_LIMIT
