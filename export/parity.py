@@ -37,13 +37,17 @@ def sigmoid64(x: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def max_probability_difference(model: torch.nn.Module, onnx_path: Path, batches: list[np.ndarray]) -> float:
-    """Largest |sigmoid(torch) - sigmoid(onnx)| over ``batches`` (float64 comparison)."""
+def max_module_difference(model: torch.nn.Module, other: torch.nn.Module, batches: list[np.ndarray]) -> float:
+    """Largest |sigmoid(model) - sigmoid(other)| over ``batches`` (float64 comparison)."""
     model.eval()
-    session = OrtModule(onnx_path)
     worst = 0.0
     for x in batches:
         ref = sigmoid64(model(torch.from_numpy(x)).numpy())
-        got = sigmoid64(session(torch.from_numpy(x)).numpy())
+        got = sigmoid64(other(torch.from_numpy(x)).numpy())
         worst = max(worst, float(np.abs(ref - got).max()))
     return worst
+
+
+def max_probability_difference(model: torch.nn.Module, onnx_path: Path, batches: list[np.ndarray]) -> float:
+    """Largest |sigmoid(torch) - sigmoid(ONNX Runtime)| over ``batches``."""
+    return max_module_difference(model, OrtModule(onnx_path), batches)

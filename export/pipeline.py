@@ -24,7 +24,8 @@ from l2s_training.weights import load_weights
 
 from .checks import PARITY_LIMIT, ExportError
 from .onnx_graphs import IO_NAMES, OPSET, export_fp16, export_fp32, input_shape
-from .parity import OrtModule, max_probability_difference
+from .parity import OrtModule, max_module_difference, max_probability_difference
+from .torch_program import export_pt2, load_pt2
 
 log = logging.getLogger("l2s_export")
 BUILDERS = {"loc2d": Loc2DNet, "seg3d": Seg3DNet}
@@ -57,7 +58,7 @@ def _tensor_info(role: str, spec: Spec) -> tuple[tuple[TensorInfo, ...], tuple[T
 
 
 def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
-               profiles: dict[str, tuple[int, int, int]], check_studies: int = 2) -> Path:
+               profiles: dict[str, tuple[int, int, int]], check_studies: int = 3) -> Path:
     """Export every fold's networks into ``out`` and write the manifest.
 
     Raises:
@@ -84,6 +85,10 @@ def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
             for path, precision, d in ((fp32, "fp32", diff), (fp16, "fp16", diff16)):
                 files.append(ModelFile(role, fold, "onnx", precision, path.name, sha256_of(path), inputs, outputs,
                                        {"opset": OPSET, "max_abs_prob_diff_vs_torch_fp32": d}))
+            pt2 = export_pt2(model, role, spec, out / f"{stem}.pt2")
+            diff_pt2 = max_module_difference(model, load_pt2(pt2), batches)
+            files.append(ModelFile(role, fold, "pt2", "fp32", pt2.name, sha256_of(pt2), inputs, outputs,
+                                   {"torch": torch.__version__, "max_abs_prob_diff_vs_torch_fp32": diff_pt2}))
     info = {"exporter": "l2s-export", "torch": torch.__version__, "python": platform.python_version(),
             "weights": [str(w) for w in weights_dirs],
             "fp16_agreement": fp16_agreement(out, spec, files, check_studies)}
@@ -106,7 +111,7 @@ def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
 def fp16_agreement(out: Path, spec: Spec, files: list[ModelFile], studies: int) -> dict:
     """Dice between the whole-pipeline masks of the fp16 and fp32 graphs on phantom studies
     (fold 0; ONNX Runtime on the CPU), and the largest probability difference."""
-    graphs = {(f.role, f.precision): out / f.path for f in files if f.fold == 0}
+    graphs = {(f.role, f.precision): out / f.path for f in files if f.fold == 0 and f.format == "onnx"}
     results = []
     for index in range(studies):
         phantom = make_phantom(2 * index, seed=7, size="small")  # even index: with lesions
@@ -117,13 +122,18 @@ def fp16_agreement(out: Path, spec: Spec, files: list[ModelFile], studies: int) 
             cue = predict_cue(OrtModule(graphs["loc2d", precision]), pet2, phantom.geometry, spec.loc2d)
             p3d = predict_volume(OrtModule(graphs["seg3d", precision]), pet3, ct3, spec.seg3d, spec.fusion.step_fraction)
             masks[precision], probs[precision] = fuse_paper(p3d, cue, spec.fusion), p3d
-        agree = case_metrics(masks["fp16"], masks["fp32"], 1.0, phantom.case_id)
-        both_empty = agree.gt_voxels == 0 and agree.pred_voxels == 0
-        results.append({"case_id": phantom.case_id, "mask_dice": 1.0 if both_empty else agree.dice,
-                        "mask_voxels_fp32": agree.gt_voxels, "mask_voxels_fp16": agree.pred_voxels,
-                        "max_abs_p3d_diff": float(np.abs(probs["fp16"] - probs["fp32"]).max())})
-        log.info("fp16 vs fp32 on %s: mask Dice %.4f, max |dp3d| %.2e", phantom.case_id,
-                 results[-1]["mask_dice"], results[-1]["max_abs_p3d_diff"])
+        row = {"case_id": phantom.case_id, "max_abs_p3d_diff": float(np.abs(probs["fp16"] - probs["fp32"]).max())}
+        # the fused masks, and the 3D masks at the low threshold (more voxels near the threshold)
+        low = {k: v > spec.fusion.low_threshold for k, v in probs.items()}
+        for name, pair in (("mask", masks), ("p3d_low_mask", low)):
+            agree = case_metrics(pair["fp16"], pair["fp32"], 1.0, phantom.case_id)
+            both_empty = agree.gt_voxels == 0 and agree.pred_voxels == 0
+            row.update({f"{name}_dice": 1.0 if both_empty else agree.dice,
+                        f"{name}_voxels_fp32": agree.gt_voxels, f"{name}_voxels_fp16": agree.pred_voxels})
+        results.append(row)
+        log.info("fp16 vs fp32 on %s: mask Dice %.4f (%d voxels), p3d>%.2g Dice %.4f (%d voxels), max |dp3d| %.2e",
+                 phantom.case_id, row["mask_dice"], row["mask_voxels_fp32"], spec.fusion.low_threshold,
+                 row["p3d_low_mask_dice"], row["p3d_low_mask_voxels_fp32"], row["max_abs_p3d_diff"])
     return {"studies": results, "size": "small", "backend": "onnxruntime-cpu"}
 
 

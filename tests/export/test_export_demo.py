@@ -31,10 +31,10 @@ def engine_dir(tmp_path_factory):
 def test_manifest_hashes_match_the_files(engine_dir):
     data = json.loads((engine_dir / "manifest.json").read_text())
     names = sorted(f["path"] for f in data["files"])
-    assert names == ["loc2d.onnx", "loc2d_fp16.onnx", "seg3d.onnx", "seg3d_fp16.onnx"]
+    assert names == ["loc2d.onnx", "loc2d.pt2", "loc2d_fp16.onnx", "seg3d.onnx", "seg3d.pt2", "seg3d_fp16.onnx"]
     for entry in data["files"]:
         assert hashlib.sha256((engine_dir / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
-        if entry["precision"] == "fp32":
+        if entry["precision"] == "fp32":  # the fp32 ONNX graph and the torch program
             assert entry["extra"]["max_abs_prob_diff_vs_torch_fp32"] <= PARITY_LIMIT
     manifest = read_manifest(engine_dir)
     assert manifest.spec.loc2d == preset("lite").loc2d and manifest.spec.seg3d == preset("lite").seg3d
@@ -42,8 +42,24 @@ def test_manifest_hashes_match_the_files(engine_dir):
 
 def test_fp16_pipeline_masks_agree_with_fp32(engine_dir):
     studies = json.loads((engine_dir / "manifest.json").read_text())["info"]["fp16_agreement"]["studies"]
-    assert len(studies) == 2
-    assert all(s["mask_dice"] >= 0.995 for s in studies), studies
+    assert len(studies) == 3
+    assert all(s["mask_dice"] >= 0.995 and s["p3d_low_mask_dice"] >= 0.995 for s in studies), studies
+    assert sum(s["p3d_low_mask_voxels_fp32"] for s in studies) > 0  # not only empty masks compared
+
+
+def test_torch_program_runs_any_batch_without_the_training_code(engine_dir):
+    import numpy as np
+    import torch
+
+    from l2s_export.torch_program import load_pt2
+
+    module = load_pt2(engine_dir / "seg3d.pt2")
+    with torch.no_grad():
+        for batch in (1, 3):
+            x = torch.zeros(batch, 2, *preset("lite").seg3d.patch)
+            y = module(x)
+            assert tuple(y.shape) == (batch, 1, *preset("lite").seg3d.patch)
+            assert np.isfinite(y.numpy()).all()
 
 
 def test_a_tampered_file_is_refused_by_name(engine_dir, tmp_path):

@@ -1,0 +1,34 @@
+"""torch.export artifacts (``*.pt2``): the networks without the training code, for the torch
+backend that runs them in fp16 on a GPU where TensorRT is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from l2s_engine.spec import Spec
+
+from .onnx_graphs import input_shape
+
+MAX_BATCH = 64
+
+
+def export_pt2(model: torch.nn.Module, role: str, spec: Spec, path: Path) -> Path:
+    """Save ``torch.export.export(model)`` with a dynamic batch axis (1..MAX_BATCH) to ``path``.
+
+    Weights are stored in float32; the consumer casts the module to fp16 on CUDA.
+    """
+    sample = torch.zeros(input_shape(role, spec, batch=2))
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    program = torch.export.export(model.eval(), (sample,), dynamic_shapes=({0: batch},))
+    tmp = Path(path).with_name(f".{Path(path).stem}.partial.pt2")  # torch wants the .pt2 suffix
+    torch.export.save(program, str(tmp))
+    os.replace(tmp, path)
+    return Path(path)
+
+
+def load_pt2(path: Path) -> torch.nn.Module:
+    """The callable module of a saved program."""
+    return torch.export.load(str(path)).module()
