@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from l2s_engine.errors import L2SError, OutputError
 
-log = logging.getLogger("l2s_export")
 PARITY_LIMIT = 1e-4
 
 

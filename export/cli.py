@@ -17,7 +17,6 @@ from l2s_engine.errors import L2SError
 
 from .checks import check_weights_dirs, check_writable, parse_profile
 
-log = logging.getLogger("l2s_export")
 
 
 def main(argv: list[str] | None = None) -> int:
