@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -31,11 +32,16 @@ log = logging.getLogger("l2s_export")
 BUILDERS = {"loc2d": Loc2DNet, "seg3d": Seg3DNet}
 
 
+@functools.lru_cache(maxsize=1)
+def _parity_phantom():
+    return make_phantom(0, seed=0, size="small")
+
+
 def parity_batches(role: str, spec: Spec) -> list[np.ndarray]:
     """Inputs to compare backends on: uniform noise, and a real-looking phantom batch."""
     rng = np.random.default_rng(0)
     noise = rng.uniform(-1.0, 1.0, input_shape(role, spec, batch=2)).astype(np.float32)
-    phantom = make_phantom(0, seed=0, size="small")
+    phantom = _parity_phantom()
     if role == "loc2d":
         coronal = to_coronal(window(phantom.pet, *spec.loc2d.suv_window), phantom.geometry)
         middle = coronal.shape[0] // 2
@@ -65,11 +71,9 @@ def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
         ExportError: ONNX Runtime disagrees with PyTorch by more than PARITY_LIMIT.
     """
     files: list[ModelFile] = []
-    models: dict[tuple[str, int], torch.nn.Module] = {}
     for fold, wdir in enumerate(weights_dirs):
         for role, build in BUILDERS.items():
             model = load_weights(build(getattr(spec, role)), wdir, role).eval()
-            models[role, fold] = model
             stem = role if len(weights_dirs) == 1 else f"{role}_fold{fold}"
             inputs, outputs = _tensor_info(role, spec)
             batches = parity_batches(role, spec)

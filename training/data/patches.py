@@ -28,21 +28,17 @@ class PatchSampler:
             raise ValueError("compute the 2D cue of every study before sampling 3D patches")
         self.studies, self.patch, self.fg_fraction = studies, tuple(patch), fg_fraction
         self.positive = [i for i, s in enumerate(studies) if s.positive]
-        for s in studies:
-            pads = pad_amounts(s.seg.shape, self.patch)
-            if any(sum(p) for p in pads):
-                log.warning("%s: volume %s is smaller than the patch %s; padding it with air",
-                            s.case_id, s.seg.shape, self.patch)
+        self.volumes = [self._padded(s) for s in studies]  # (pet, ct, seg, cue), padded once
 
-    def _crop(self, study: TrainStudy, start: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _padded(self, study: TrainStudy) -> tuple[np.ndarray, ...]:
         pads = pad_amounts(study.seg.shape, self.patch)
-        out = []
-        for volume, fill in ((study.pet_3d, PAD_VALUE), (study.ct_3d, PAD_VALUE), (study.seg, 0), (study.cue, 0.0)):
-            if any(sum(p) for p in pads):
-                volume = np.pad(volume, pads, constant_values=fill)
-            sl = tuple(slice(int(a), int(a) + p) for a, p in zip(start, self.patch))
-            out.append(volume[sl])
-        return tuple(out)
+        volumes = (study.pet_3d, study.ct_3d, study.seg, study.cue)
+        if not any(sum(p) for p in pads):
+            return volumes
+        log.warning("%s: volume %s is smaller than the patch %s; padding it with air",
+                    study.case_id, study.seg.shape, self.patch)
+        fills = (PAD_VALUE, PAD_VALUE, 0, 0.0)
+        return tuple(np.pad(v, pads, constant_values=f) for v, f in zip(volumes, fills))
 
     def draw(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(inputs (B, 2, D, H, W), targets (B, 1, ...), cue (B, 1, ...)) float32."""
@@ -50,17 +46,18 @@ class PatchSampler:
         n_random = round(batch * (1.0 - self.fg_fraction))  # nnU-Net's rule: the rest are lesion-centred
         for k in range(batch):
             lesion = k >= n_random and bool(self.positive)
-            study = self.studies[self.positive[rng.integers(len(self.positive))] if lesion else rng.integers(len(self.studies))]
+            index = self.positive[rng.integers(len(self.positive))] if lesion else rng.integers(len(self.studies))
+            study, volumes = self.studies[index], self.volumes[index]
             pads = pad_amounts(study.seg.shape, self.patch)
-            shape = np.array([n + sum(p) for n, p in zip(study.seg.shape, pads)])
-            high = shape - np.array(self.patch)
+            high = np.array(volumes[0].shape) - np.array(self.patch)
             if lesion:
                 voxel = study.lesion_voxels[rng.integers(len(study.lesion_voxels))] + np.array([p[0] for p in pads])
                 jitter = rng.integers(-np.array(self.patch) // 4, np.array(self.patch) // 4 + 1)
                 start = np.clip(voxel - np.array(self.patch) // 2 + jitter, 0, high)
             else:
                 start = np.array([rng.integers(h + 1) for h in high])
-            pet, ct, seg, cue = self._crop(study, start)
+            box = tuple(slice(int(a), int(a) + p) for a, p in zip(start, self.patch))
+            pet, ct, seg, cue = (v[box] for v in volumes)
             flips = tuple(ax for ax in range(3) if rng.random() < 0.5)
             if flips:
                 pet, ct, seg, cue = (np.flip(a, flips) for a in (pet, ct, seg, cue))
