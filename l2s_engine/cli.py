@@ -1,4 +1,4 @@
-"""Console entry points: l2s-phantoms (synthetic studies) and l2s-eval (autoPET metrics)."""
+"""Console entry points: l2s-infer (segmentation), l2s-phantoms (synthetic studies), l2s-eval (metrics)."""
 
 from __future__ import annotations
 
@@ -151,3 +151,107 @@ def _write_csv(path: Path, results) -> None:
 
 def _csv_num(x: float) -> str:
     return "nan" if math.isnan(x) else repr(round(x, 6))
+
+
+GC_OUTPUT_SUBDIR = Path("images") / "automated-petct-lesion-segmentation"
+
+
+def infer_main(argv: list[str] | None = None) -> int:
+    """l2s-infer --engine DIR INPUT... -o OUT: lesion masks for every study found below INPUT."""
+    from .backends import BACKENDS
+    from .pipeline import PRECISIONS
+    from .postprocess import RULES
+    from .scheduler import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="l2s-infer",
+        description="Segment FDG-PET/CT lesions with an engine directory made by l2s-export. Finds the "
+                    "studies below each INPUT (autoPET, grand-challenge or nnU-Net layout), writes one mask "
+                    "per study on its PET grid, and report.json (timings, memory, metrics where a study "
+                    "has a label). Exit status 1 when any study failed.")
+    parser.add_argument("inputs", type=Path, nargs="*", help="study folders or folders of studies")
+    parser.add_argument("--engine", type=Path, required=True, help="engine directory (output of l2s-export)")
+    parser.add_argument("-o", "--out", type=Path, default=Path("predictions"), help="output folder (default predictions/)")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="onnxruntime",
+                        help="inference backend (default onnxruntime: CPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="which exported graphs to run (default fp32)")
+    parser.add_argument("--threads", type=int, help="backend CPU threads (default: one per core)")
+    parser.add_argument("--batch-2d", type=int, default=16, help="coronal slices per network call (default 16)")
+    parser.add_argument("--batch-3d", type=int, default=2, help="3D windows per network call (default 2)")
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x 2D, 8x 3D work; off by default)")
+    parser.add_argument("--no-skip-air", action="store_true",
+                        help="also run the networks on coronal slices and windows without any body voxel")
+    parser.add_argument("--rule", choices=RULES, default="paper",
+                        help="fusion: paper (adaptive threshold, default) or components (authors' public code)")
+    parser.add_argument("--cue-threshold", type=float, help="override the manifest's cue threshold (0.5)")
+    parser.add_argument("--low-threshold", type=float, help="override the threshold where the cue is set (0.1)")
+    parser.add_argument("--high-threshold", type=float, help="override the threshold elsewhere (0.5)")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="nii.gz", help="mask file format (default nii.gz)")
+    parser.add_argument("--save-probs", action="store_true", help="also write the 3D probabilities and the cue (float32)")
+    parser.add_argument("--qc", action="store_true", help="also write a coronal PET MIP with the mask overlaid (PNG)")
+    parser.add_argument("--overwrite", action="store_true", help="redo studies whose outputs already exist")
+    parser.add_argument("--pet-channel", default="0000", help="nnU-Net PET channel (default 0000)")
+    parser.add_argument("--ct-channel", default="0001", help="nnU-Net CT channel (default 0001)")
+    parser.add_argument("--grand-challenge", action="store_true",
+                        help="read GC_INPUT/images/{pet,ct}, write GC_OUTPUT/images/automated-petct-lesion-segmentation/<uuid>.mha")
+    parser.add_argument("--gc-input", type=Path, default=Path("/input"), help="grand-challenge input (default /input)")
+    parser.add_argument("--gc-output", type=Path, default=Path("/output"), help="grand-challenge output (default /output)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.grand_challenge == bool(args.inputs):
+        parser.error("give INPUT folders, or --grand-challenge (which reads --gc-input), not both")
+    try:
+        return _infer(args)
+    except L2SError as exc:
+        print(f"l2s-infer: {exc}", file=sys.stderr)
+        return 2
+
+
+def _infer(args) -> int:
+    import time
+
+    from .io import find_studies
+    from .pipeline import Engine, InferOptions
+    from .scheduler import REPORT, OutputOptions, run_studies, summary, write_report
+
+    options = InferOptions(backend=args.backend, precision=args.precision, threads=args.threads,
+                           batch_2d=args.batch_2d, batch_3d=args.batch_3d, tta=args.tta,
+                           skip_air=not args.no_skip_air, rule=args.rule, cue_threshold=args.cue_threshold,
+                           low_threshold=args.low_threshold, high_threshold=args.high_threshold)
+    if args.grand_challenge:
+        inputs, out_dir, fmt = [args.gc_input], args.gc_output / GC_OUTPUT_SUBDIR, "mha"
+        report_path = args.gc_output / "l2s_report.json"
+    else:
+        inputs, out_dir, fmt = args.inputs, args.out, args.format
+        report_path = args.out / REPORT
+    outputs = OutputOptions(out_dir, fmt, args.save_probs, args.qc, args.overwrite)
+    refs = find_studies(inputs, args.pet_channel, args.ct_channel)
+    if not refs:
+        print(f"l2s-infer: no study found below {', '.join(map(str, inputs))}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    with Engine(args.engine, options) as engine:
+        info = engine.describe()
+        print(f"backend: {info['name']} {info['version'] or ''} ({info['precision']}, {info['folds']} fold(s), "
+              f"{info['preset']} preset, fusion {info['rule']}) from {args.engine}; {len(refs)} stud"
+              f"{'y' if len(refs) == 1 else 'ies'} -> {out_dir}")
+        records = run_studies(engine, refs, outputs, progress=not args.quiet)
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        write_report(report_path, engine, records, {"inputs": [str(p) for p in inputs],
+                                                    "wall_seconds": round(time.perf_counter() - start, 3)})
+    totals = summary(records)
+    for r in records:
+        if r.status == "failed":
+            print(f"FAILED {r.case_id}: {r.error}", file=sys.stderr)
+    times = "  ".join(f"{k} {v:.2f}s" for k, v in totals["mean_seconds"].items())
+    print(f"{totals['ok']} segmented, {totals['skipped']} skipped (outputs exist), {totals['failed']} failed "
+          f"in {time.perf_counter() - start:.1f} s; peak memory {totals['peak_rss_mb']:.0f} MiB")
+    if times:
+        print(f"mean per study: {times}")
+    for convention, agg in totals.get("metrics", {}).items():
+        print(f"{convention:>13}: Dice {_fmt(agg['dice'])}  FPV {_fmt(agg['fpv_ml'])} mL  FNV {_fmt(agg['fnv_ml'])} mL "
+              f"({agg['cases']} labelled, {agg['positive_cases']} with lesions)")
+    print(f"report: {report_path}")
+    return 1 if totals["failed"] else 0

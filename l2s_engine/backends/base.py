@@ -1,0 +1,102 @@
+"""The backend interface: named arrays in, named arrays out, checked once here."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import L2SError
+from ..manifest import ModelFile, TensorInfo
+
+
+class BackendError(L2SError):
+    """A backend cannot be built or was fed wrong inputs."""
+
+
+class MissingDependencyError(BackendError):
+    """The package a backend needs is not installed."""
+
+    def __init__(self, backend: str, package: str, install: str):
+        self.backend, self.package, self.install = backend, package, install
+        super().__init__(f"the {backend} backend needs {package}, which is not installed: {install}")
+
+
+class Backend(ABC):
+    """Runs one model file.
+
+    Subclasses set ``name`` and ``format`` (the manifest format they run) and implement
+    ``_activate``, ``_deactivate`` and ``_infer``; inputs are validated here, once for all.
+
+    Args:
+        path: the model file.
+        model: its manifest entry (input/output names, dtypes, shapes; -1 = dynamic).
+    """
+
+    name: ClassVar[str]
+    format: ClassVar[str]
+
+    def __init__(self, path: Path, model: ModelFile):
+        self.path = Path(path)
+        self.model = model
+        self.active = False
+
+    @property
+    def input_specs(self) -> dict[str, TensorInfo]:
+        return {t.name: t for t in self.model.inputs}
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.model.outputs]
+
+    def __enter__(self) -> Backend:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    def activate(self) -> None:
+        if not self.active:
+            self._activate()
+            self.active = True
+
+    def deactivate(self) -> None:
+        if self.active:
+            self._deactivate()
+            self.active = False
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on ``feed`` (name -> array) and return name -> array.
+
+        Raises:
+            BackendError: not activated, or a missing/extra input, or a wrong dtype or shape.
+        """
+        if not self.active:
+            raise BackendError(f"{self.name} backend for {self.path.name} used outside its context (activate it first)")
+        self.check_feed(feed)
+        return self._infer(feed)
+
+    def check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
+        specs = self.input_specs
+        if set(feed) != set(specs):
+            raise BackendError(f"{self.path.name}: inputs {sorted(feed)} given, the model takes {sorted(specs)}")
+        for name, array in feed.items():
+            spec = specs[name]
+            if np.dtype(array.dtype) != np.dtype(spec.dtype):
+                raise BackendError(f"{self.path.name}: input {name!r} is {array.dtype}, the model takes {spec.dtype}")
+            if array.ndim != len(spec.shape) or any(s not in (-1, a) for s, a in zip(spec.shape, array.shape)):
+                raise BackendError(f"{self.path.name}: input {name!r} has shape {tuple(array.shape)}, the model "
+                                   f"takes {spec.shape} (-1: any)")
+
+    @abstractmethod
+    def _activate(self) -> None: ...
+
+    @abstractmethod
+    def _deactivate(self) -> None: ...
+
+    @abstractmethod
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...

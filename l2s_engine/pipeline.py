@@ -1,0 +1,173 @@
+"""One study through the whole pipeline on the host: arrays in, mask (and maps) out.
+
+``Engine`` opens an engine directory once (manifest, one backend per fold and network) and
+segments any number of studies given as arrays, so tests and benchmarks need no files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends import Backend, BackendError, backend_class
+from .geometry import Geometry
+from .manifest import Manifest, read_manifest
+from .planning import BODY_HU, BODY_SUV, body_mask, occupied_slices, plan_windows
+from .postprocess import RULES, fuse
+from .preprocess import to_coronal, window
+from .spec import FusionSpec
+from .stages import run_loc2d, run_seg3d
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """How to run the networks and fuse their outputs (CLI flags map onto these).
+
+    Attributes:
+        backend: a name from ``backends.BACKENDS``.
+        precision: which exported graphs to run ("fp32" or "fp16").
+        threads: backend CPU threads (None: the backend's default).
+        batch_2d, batch_3d: coronal slices / windows per network call.
+        tta: flip test-time augmentation (4 passes in 2D, 8 in 3D).
+        skip_air: leave out coronal slices and windows without a body voxel.
+        rule: fusion rule, "paper" or "components".
+        cue_threshold, low_threshold, high_threshold: override the manifest's thresholds.
+    """
+
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    threads: int | None = None
+    batch_2d: int = 16
+    batch_3d: int = 2
+    tta: bool = False
+    skip_air: bool = True
+    rule: str = "paper"
+    cue_threshold: float | None = None
+    low_threshold: float | None = None
+    high_threshold: float | None = None
+    body_hu: float = BODY_HU
+    body_suv: float = BODY_SUV
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.rule not in RULES:
+            raise BackendError(f"fusion rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        if self.batch_2d < 1 or self.batch_3d < 1:
+            raise BackendError(f"batch sizes must be >= 1, got 2D {self.batch_2d}, 3D {self.batch_3d}")
+
+    def fusion(self, base: FusionSpec) -> FusionSpec:
+        """The manifest's fusion thresholds with this run's overrides."""
+        changes = {k: getattr(self, k) for k in ("cue_threshold", "low_threshold", "high_threshold")
+                   if getattr(self, k) is not None}
+        return dataclasses.replace(base, **changes)
+
+
+@dataclass
+class Segmentation:
+    """The result of one study: arrays on the study's grid and where the time went."""
+
+    mask: np.ndarray                      # uint8 0/1 (z, y, x)
+    p3d: np.ndarray                       # 3D probabilities, float32
+    cue: np.ndarray                       # 2D cue, float32
+    timings: dict[str, float] = field(default_factory=dict)   # seconds per stage
+    work: dict[str, int] = field(default_factory=dict)        # slices and windows run / planned
+
+
+class Engine:
+    """An engine directory opened for inference with one backend.
+
+    Args:
+        engine_dir: output of ``l2s-export`` (its manifest is verified).
+        options: backend, precision, batching, fusion.
+    """
+
+    def __init__(self, engine_dir: Path, options: InferOptions = InferOptions()):
+        self.options = options
+        self.manifest: Manifest = read_manifest(engine_dir)
+        self.spec = self.manifest.spec
+        self.fusion = options.fusion(self.spec.fusion)
+        cls = backend_class(options.backend)
+        self.nets: dict[str, list[Backend]] = {}
+        for role in ("loc2d", "seg3d"):
+            files = self.manifest.select(role, cls.format, options.precision)
+            if not files:
+                raise BackendError(f"{engine_dir}: no {options.precision} {cls.format} model for {role} in the "
+                                   f"manifest (the {options.backend} backend runs those); re-run l2s-export")
+            kwargs = {"threads": options.threads} if options.threads else {}
+            self.nets[role] = [cls(self.manifest.path(f), f, **kwargs) for f in files]
+
+    @property
+    def folds(self) -> int:
+        return len(self.nets["seg3d"])
+
+    def describe(self) -> dict:
+        """The backend, its version, the model files and the engine directory's facts (for reports)."""
+        first = self.nets["seg3d"][0]
+        version = getattr(type(first), "version", None)
+        return {"name": self.options.backend, "version": version() if version else None,
+                "precision": self.options.precision, "folds": self.folds, "engine_dir": str(self.manifest.directory),
+                "preset": self.spec.preset, "fusion": dataclasses.asdict(self.fusion), "rule": self.options.rule,
+                "files": [n.path.name for nets in self.nets.values() for n in nets],
+                "export": {k: v for k, v in self.manifest.info.items() if k != "weights"}}
+
+    def __enter__(self) -> Engine:
+        for nets in self.nets.values():
+            for net in nets:
+                net.activate()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for nets in self.nets.values():
+            for net in nets:
+                net.deactivate()
+
+    def segment(self, pet_suv: np.ndarray, ct_hu: np.ndarray, geometry: Geometry,
+                progress=None) -> Segmentation:
+        """Segment one study given as arrays on the PET grid (PET in SUV, CT in HU).
+
+        Args:
+            progress: a tqdm-like bar; reset to the number of network batches, then
+                advanced after each.
+        """
+        spec, opts, times = self.spec, self.options, {}
+        start = time.perf_counter()
+        pet_2d = window(pet_suv, *spec.loc2d.suv_window)
+        pet_3d = window(pet_suv, *spec.seg3d.suv_window)
+        ct_3d = window(ct_hu, *spec.seg3d.ct_window)
+        n_coronal = to_coronal(pet_suv, geometry).shape[0]
+        slices, body = None, None
+        if opts.skip_air:
+            body = body_mask(pet_suv, ct_hu, opts.body_hu, opts.body_suv)
+            slices = occupied_slices(to_coronal(body, geometry))
+        plan = plan_windows(pet_suv.shape, spec.seg3d.patch, self.fusion.step_fraction, body)
+        del body
+        n_slices = n_coronal if slices is None else len(slices)
+        work = {"slices_run": n_slices, "slices_total": n_coronal,
+                "windows_run": len(plan.starts), "windows_total": len(plan.starts) + plan.skipped}
+        times["preprocess"] = time.perf_counter() - start
+        tick = None
+        if progress is not None:
+            progress.reset(total=-(-n_slices // opts.batch_2d) - self.folds * (-len(plan.starts) // opts.batch_3d))
+            tick = progress.update
+
+        start = time.perf_counter()
+        cue = run_loc2d(self.nets["loc2d"], pet_2d, geometry, spec.loc2d, slices, opts.batch_2d, opts.tta, tick)
+        del pet_2d
+        times["2d"] = time.perf_counter() - start
+        start = time.perf_counter()
+        p3d = run_seg3d(self.nets["seg3d"], pet_3d, ct_3d, plan, opts.batch_3d, opts.tta, tick=tick)
+        times["3d"] = time.perf_counter() - start
+        start = time.perf_counter()
+        mask = fuse(opts.rule, p3d, cue, self.fusion)
+        times["fusion"] = time.perf_counter() - start
+        return Segmentation(mask, p3d, cue, times, work)

@@ -1,0 +1,243 @@
+"""Many studies through one Engine: a reader thread prefetches, a writer thread writes.
+
+Queues are bounded (one study read ahead, two waiting to be written), so memory does not
+grow with the number of studies. A study that fails is recorded and the rest go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import queue
+import resource
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .errors import OutputError
+from .io import StudyRef, load_study
+from .io.writing import write_mask
+from .io.images import image_from_array, write_image_atomic
+from .metrics import CONVENTIONS, aggregate, case_metrics
+from .pipeline import Engine, Segmentation
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"nii.gz": ".nii.gz", "mha": ".mha"}
+REPORT = "report.json"
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What to write for each study, and where.
+
+    Attributes:
+        out_dir: masks go to ``out_dir/<case_id><suffix>``; report.json beside them.
+        fmt: "nii.gz" or "mha".
+        save_probs: also write the 3D probabilities and the cue (float32) per study.
+        qc: also write a coronal PET MIP with the mask overlaid (PNG) per study.
+        overwrite: redo studies whose outputs already exist.
+    """
+
+    out_dir: Path
+    fmt: str = "nii.gz"
+    save_probs: bool = False
+    qc: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.fmt not in FORMATS:
+            raise OutputError(f"output format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
+
+    def paths(self, case_id: str) -> dict[str, Path]:
+        """Every file written for ``case_id`` under these options."""
+        suffix = FORMATS[self.fmt]
+        paths = {"mask": self.out_dir / f"{case_id}{suffix}"}
+        if self.save_probs:
+            paths["p3d"] = self.out_dir / "probs" / f"{case_id}_p3d{suffix}"
+            paths["cue"] = self.out_dir / "probs" / f"{case_id}_cue{suffix}"
+        if self.qc:
+            paths["qc"] = self.out_dir / "qc" / f"{case_id}.png"
+        return paths
+
+    def complete(self, case_id: str) -> bool:
+        # writes are atomic (temp file + rename), so a file that exists is complete
+        return all(p.is_file() for p in self.paths(case_id).values())
+
+
+@dataclass
+class StudyRecord:
+    """What happened to one study (a row of report.json)."""
+
+    case_id: str
+    status: str = "pending"          # ok | failed | skipped
+    error: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    work: dict[str, int] = field(default_factory=dict)
+    mask_voxels: int | None = None
+    mask_ml: float | None = None
+    peak_rss_mb: float | None = None
+    metrics: dict | None = None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, progress: bool = True) -> list[StudyRecord]:
+    """Segment every study of ``refs`` and write its outputs; returns one record per study.
+
+    Studies whose outputs are complete are skipped unless ``outputs.overwrite``.
+    """
+    outputs.out_dir.mkdir(parents=True, exist_ok=True)
+    records = {r.case_id: StudyRecord(r.case_id) for r in refs}
+    todo = []
+    for ref in refs:
+        if not outputs.overwrite and outputs.complete(ref.case_id):
+            records[ref.case_id].status = "skipped"
+            log.info("%s: outputs exist, skipped (--overwrite redoes it)", ref.case_id)
+        else:
+            todo.append(ref)
+    loaded: queue.Queue = queue.Queue(maxsize=1)
+    to_write: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    reader = threading.Thread(target=_read_all, args=(todo, loaded, stop), name="l2s-reader", daemon=True)
+    writer = threading.Thread(target=_write_all, args=(to_write, outputs, records), name="l2s-writer", daemon=True)
+    reader.start()
+    writer.start()
+    overall = tqdm(total=len(todo), desc="studies", unit="study", disable=not progress)
+    batches = tqdm(desc="batches", unit="batch", leave=False, disable=not progress, position=1)
+    try:
+        while (item := loaded.get()) is not _DONE:
+            ref, study, error, seconds = item
+            record = records[ref.case_id]
+            record.timings["read"] = seconds
+            if error is None:
+                try:
+                    batches.set_description(ref.case_id[:24])
+                    result = engine.segment(study.pet, study.ct, study.geometry, progress=batches)
+                    record.timings.update(result.timings)
+                    record.work = result.work
+                    record.mask_voxels = int(result.mask.sum())
+                    record.mask_ml = record.mask_voxels * study.geometry.voxel_volume_ml
+                    if study.seg is not None:
+                        record.metrics = asdict(case_metrics(result.mask, study.seg, study.geometry.voxel_volume_ml,
+                                                             study.case_id))
+                    to_write.put((study, result))
+                except Exception as exc:  # one study's failure must not stop the others
+                    log.debug("%s failed", ref.case_id, exc_info=True)
+                    error = exc
+            if error is not None:
+                record.status, record.error = "failed", f"{type(error).__name__}: {error}"
+                log.error("%s: FAILED: %s", ref.case_id, error)
+            record.peak_rss_mb = round(peak_rss_mb(), 1)
+            del study, item
+            overall.update(1)
+    finally:
+        stop.set()
+        to_write.put(_DONE)
+        writer.join()
+        batches.close()
+        overall.close()
+    return [records[r.case_id] for r in refs]
+
+
+def _read_all(refs: list[StudyRef], loaded: queue.Queue, stop: threading.Event) -> None:
+    for ref in refs:
+        if stop.is_set():
+            break
+        start = time.perf_counter()
+        try:
+            item = (ref, load_study(ref), None, time.perf_counter() - start)
+        except Exception as exc:  # reported by the main thread with the study's name
+            item = (ref, None, exc, time.perf_counter() - start)
+        loaded.put(item)
+    loaded.put(_DONE)
+
+
+def _write_all(to_write: queue.Queue, outputs: OutputOptions, records: dict[str, StudyRecord]) -> None:
+    while (item := to_write.get()) is not _DONE:
+        study, result = item
+        record = records[study.case_id]
+        start = time.perf_counter()
+        try:
+            record.outputs = {k: str(p) for k, p in write_outputs(study, result, outputs).items()}
+            record.status = "ok"
+        except Exception as exc:
+            record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.error("%s: FAILED writing outputs: %s", study.case_id, exc)
+        record.timings["write"] = time.perf_counter() - start
+
+
+def write_outputs(study, result: Segmentation, outputs: OutputOptions) -> dict[str, Path]:
+    """Write the mask (and probabilities, QC picture) of one study; returns the paths."""
+    paths = outputs.paths(study.case_id)
+    inputs = tuple(p for p in (study.ref.pet, study.ref.ct, study.ref.seg) if p is not None)
+    write_mask(result.mask, study.geometry, paths["mask"], protected=inputs)
+    if outputs.save_probs:
+        for key in ("p3d", "cue"):
+            paths[key].parent.mkdir(parents=True, exist_ok=True)
+            write_image_atomic(image_from_array(getattr(result, key), study.geometry), paths[key])
+    if outputs.qc:
+        from .qc import coronal_view, overlay, to_gray, write_png
+
+        paths["qc"].parent.mkdir(parents=True, exist_ok=True)
+        gray = to_gray(coronal_view(study.pet, study.geometry), 0.0, 10.0, invert=True)
+        write_png(paths["qc"], overlay(gray, coronal_view(result.mask, study.geometry) > 0))
+    return paths
+
+
+def summary(records: list[StudyRecord]) -> dict:
+    """Counts, mean stage times of the studies run, and the metrics in both conventions."""
+    ran = [r for r in records if r.status == "ok"]
+    stages = sorted({k for r in ran for k in r.timings})
+    out = {"studies": len(records), **{s: sum(r.status == s for r in records) for s in ("ok", "failed", "skipped")},
+           "mean_seconds": {k: float(np.mean([r.timings.get(k, 0.0) for r in ran])) for k in stages} if ran else {},
+           "peak_rss_mb": max((r.peak_rss_mb or 0.0) for r in records) if records else 0.0}
+    scored = [r.metrics for r in ran if r.metrics is not None]
+    if scored:
+        from .metrics import CaseMetrics
+
+        cases = [CaseMetrics(**m) for m in scored]
+        out["metrics"] = {c: aggregate(cases, c) for c in CONVENTIONS}
+    return out
+
+
+def write_report(path: Path, engine: Engine, records: list[StudyRecord], extra: dict) -> Path:
+    """report.json: backend, versions, options, per-study records and the summary (atomic)."""
+    report = {"l2s_engine": __version__, "python": platform.python_version(), "numpy": np.__version__,
+              "backend": engine.describe(), "options": asdict(engine.options), **extra,
+              "summary": summary(records), "studies": [asdict(r) for r in records]}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.write_text(json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _finite(value):
+    """``value`` with every NaN replaced by None (JSON has no NaN; autoPET's NaN means n/a)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
