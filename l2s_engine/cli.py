@@ -227,12 +227,13 @@ def _infer(args) -> int:
         inputs, out_dir, fmt = args.inputs, args.out, args.format
         report_path = args.out / REPORT
     outputs = OutputOptions(out_dir, fmt, args.save_probs, args.qc, args.overwrite)
+    start = time.perf_counter()
+    engine = Engine(args.engine, options)  # a bad engine directory is reported before any input is scanned
     refs = find_studies(inputs, args.pet_channel, args.ct_channel)
     if not refs:
         print(f"l2s-infer: no study found below {', '.join(map(str, inputs))}", file=sys.stderr)
         return 2
-    start = time.perf_counter()
-    with Engine(args.engine, options) as engine:
+    with engine:
         info = engine.describe()
         print(f"backend: {info['name']} {info['version'] or ''} ({info['precision']}, {info['folds']} fold(s), "
               f"{info['preset']} preset, fusion {info['rule']}) from {args.engine}; {len(refs)} stud"

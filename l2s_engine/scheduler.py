@@ -94,10 +94,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+@dataclass
+class WriteJob:
+    """What the writer needs of one study: only the outputs, not the input volumes."""
+
+    case_id: str
+    geometry: object
+    protected: tuple[Path, ...]
+    mask: np.ndarray
+    p3d: np.ndarray | None = None
+    cue: np.ndarray | None = None
+    pet_mip: np.ndarray | None = None
+
+
 def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, progress: bool = True) -> list[StudyRecord]:
     """Segment every study of ``refs`` and write its outputs; returns one record per study.
 
-    Studies whose outputs are complete are skipped unless ``outputs.overwrite``.
+    Studies whose outputs are complete are skipped unless ``outputs.overwrite``. At most two
+    studies' volumes are in memory at once (the one running and the one read ahead).
     """
     outputs.out_dir.mkdir(parents=True, exist_ok=True)
     records = {r.case_id: StudyRecord(r.case_id) for r in refs}
@@ -109,9 +123,10 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
         else:
             todo.append(ref)
     loaded: queue.Queue = queue.Queue(maxsize=1)
+    slot = threading.Semaphore(1)  # one study read ahead, loaded or loading
     to_write: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
-    reader = threading.Thread(target=_read_all, args=(todo, loaded, stop), name="l2s-reader", daemon=True)
+    reader = threading.Thread(target=_read_all, args=(todo, loaded, slot, stop), name="l2s-reader", daemon=True)
     writer = threading.Thread(target=_write_all, args=(to_write, outputs, records), name="l2s-writer", daemon=True)
     reader.start()
     writer.start()
@@ -119,29 +134,22 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
     batches = tqdm(desc="batches", unit="batch", leave=False, disable=not progress, position=1)
     try:
         while (item := loaded.get()) is not _DONE:
+            slot.release()
             ref, study, error, seconds = item
+            del item
             record = records[ref.case_id]
             record.timings["read"] = seconds
             if error is None:
-                try:
-                    batches.set_description(ref.case_id[:24])
-                    result = engine.segment(study.pet, study.ct, study.geometry, progress=batches)
-                    record.timings.update(result.timings)
-                    record.work = result.work
-                    record.mask_voxels = int(result.mask.sum())
-                    record.mask_ml = record.mask_voxels * study.geometry.voxel_volume_ml
-                    if study.seg is not None:
-                        record.metrics = asdict(case_metrics(result.mask, study.seg, study.geometry.voxel_volume_ml,
-                                                             study.case_id))
-                    to_write.put((study, result))
-                except Exception as exc:  # one study's failure must not stop the others
-                    log.debug("%s failed", ref.case_id, exc_info=True)
-                    error = exc
+                batches.set_description(ref.case_id[:24])
+                job, error = _segment(engine, study, record, outputs, batches)
+                del study
+                if job is not None:
+                    to_write.put(job)
+                    del job
             if error is not None:
                 record.status, record.error = "failed", f"{type(error).__name__}: {error}"
                 log.error("%s: FAILED: %s", ref.case_id, error)
             record.peak_rss_mb = round(peak_rss_mb(), 1)
-            del study, item
             overall.update(1)
     finally:
         stop.set()
@@ -152,48 +160,73 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
     return [records[r.case_id] for r in refs]
 
 
-def _read_all(refs: list[StudyRef], loaded: queue.Queue, stop: threading.Event) -> None:
+def _segment(engine: Engine, study, record: StudyRecord, outputs: OutputOptions, progress) -> tuple:
+    """(write job, None) for one loaded study, or (None, the exception)."""
+    try:
+        result = engine.segment(study.pet, study.ct, study.geometry, progress=progress)
+        record.timings.update(result.timings)
+        record.work = result.work
+        record.mask_voxels = int(result.mask.sum())
+        record.mask_ml = record.mask_voxels * study.geometry.voxel_volume_ml
+        if study.seg is not None:
+            record.metrics = asdict(case_metrics(result.mask, study.seg, study.geometry.voxel_volume_ml, study.case_id))
+        job = WriteJob(study.case_id, study.geometry,
+                       tuple(p for p in (study.ref.pet, study.ref.ct, study.ref.seg) if p is not None), result.mask)
+        if outputs.save_probs:
+            job.p3d, job.cue = result.p3d, result.cue
+        if outputs.qc:
+            from .qc import coronal_view
+
+            job.pet_mip = coronal_view(study.pet, study.geometry)
+        return job, None
+    except Exception as exc:  # one study's failure must not stop the others
+        log.debug("%s failed", study.case_id, exc_info=True)
+        return None, exc
+
+
+def _read_all(refs: list[StudyRef], loaded: queue.Queue, slot: threading.Semaphore, stop: threading.Event) -> None:
     for ref in refs:
+        slot.acquire()
         if stop.is_set():
-            break
+            return
         start = time.perf_counter()
         try:
             item = (ref, load_study(ref), None, time.perf_counter() - start)
         except Exception as exc:  # reported by the main thread with the study's name
             item = (ref, None, exc, time.perf_counter() - start)
         loaded.put(item)
+        del item
     loaded.put(_DONE)
 
 
 def _write_all(to_write: queue.Queue, outputs: OutputOptions, records: dict[str, StudyRecord]) -> None:
-    while (item := to_write.get()) is not _DONE:
-        study, result = item
-        record = records[study.case_id]
+    while (job := to_write.get()) is not _DONE:
+        record = records[job.case_id]
         start = time.perf_counter()
         try:
-            record.outputs = {k: str(p) for k, p in write_outputs(study, result, outputs).items()}
+            record.outputs = {k: str(p) for k, p in write_outputs(job, outputs).items()}
             record.status = "ok"
         except Exception as exc:
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
-            log.error("%s: FAILED writing outputs: %s", study.case_id, exc)
+            log.error("%s: FAILED writing outputs: %s", job.case_id, exc)
         record.timings["write"] = time.perf_counter() - start
+        del job
 
 
-def write_outputs(study, result: Segmentation, outputs: OutputOptions) -> dict[str, Path]:
+def write_outputs(job: WriteJob, outputs: OutputOptions) -> dict[str, Path]:
     """Write the mask (and probabilities, QC picture) of one study; returns the paths."""
-    paths = outputs.paths(study.case_id)
-    inputs = tuple(p for p in (study.ref.pet, study.ref.ct, study.ref.seg) if p is not None)
-    write_mask(result.mask, study.geometry, paths["mask"], protected=inputs)
+    paths = outputs.paths(job.case_id)
+    write_mask(job.mask, job.geometry, paths["mask"], protected=job.protected)
     if outputs.save_probs:
         for key in ("p3d", "cue"):
             paths[key].parent.mkdir(parents=True, exist_ok=True)
-            write_image_atomic(image_from_array(getattr(result, key), study.geometry), paths[key])
+            write_image_atomic(image_from_array(getattr(job, key), job.geometry), paths[key])
     if outputs.qc:
         from .qc import coronal_view, overlay, to_gray, write_png
 
         paths["qc"].parent.mkdir(parents=True, exist_ok=True)
-        gray = to_gray(coronal_view(study.pet, study.geometry), 0.0, 10.0, invert=True)
-        write_png(paths["qc"], overlay(gray, coronal_view(result.mask, study.geometry) > 0))
+        gray = to_gray(job.pet_mip, 0.0, 10.0, invert=True)
+        write_png(paths["qc"], overlay(gray, coronal_view(job.mask, job.geometry) > 0))
     return paths
 
 

@@ -23,7 +23,7 @@ from .tiling import gaussian_weights
 def sigmoid_(x: np.ndarray) -> np.ndarray:
     """Logistic function in place (float32; saturates to 0/1 without overflow warnings)."""
     np.negative(x, out=x)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         np.exp(x, out=x)
     x += 1.0
     np.reciprocal(x, out=x)

@@ -37,3 +37,18 @@ def make_autopet_study(folder: Path, shape=(6, 5, 4), seed: int = 0, seg: bool =
 @pytest.fixture
 def autopet_study(tmp_path: Path) -> Path:
     return make_autopet_study(tmp_path / "PETCT_0011" / "01-01-2010-NA-PET-CT study-1")
+
+
+DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_engine(tmp_path_factory) -> Path:
+    """The committed demo weights exported once per test session (ONNX only)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxconverter_common")
+    from l2s_export.cli import main
+
+    out = tmp_path_factory.mktemp("demo-engine")
+    assert main([str(DEMO_WEIGHTS), "-o", str(out), "--no-tensorrt"]) == 0
+    return out

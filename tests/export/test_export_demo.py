@@ -21,11 +21,9 @@ from l2s_training.models import Loc2DNet, Seg3DNet  # noqa: E402
 DEMO = Path(__file__).resolve().parents[2] / "weights" / "demo"
 
 
-@pytest.fixture(scope="module")
-def engine_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("engines")
-    assert main([str(DEMO), "-o", str(out), "--no-tensorrt"]) == 0
-    return out
+@pytest.fixture
+def engine_dir(demo_engine):
+    return demo_engine
 
 
 def test_manifest_hashes_match_the_files(engine_dir):
