@@ -29,6 +29,7 @@ from .parity import OrtModule, max_module_difference, max_probability_difference
 from .torch_program import export_pt2, load_pt2
 
 log = logging.getLogger("l2s_export")
+AGREEMENT_SEED = 1000  # phantom set of the fp16/fp32 agreement check (the demo weights find lesions there)
 BUILDERS = {"loc2d": Loc2DNet, "seg3d": Seg3DNet}
 
 
@@ -118,7 +119,7 @@ def fp16_agreement(out: Path, spec: Spec, files: list[ModelFile], studies: int) 
     graphs = {(f.role, f.precision): out / f.path for f in files if f.fold == 0 and f.format == "onnx"}
     results = []
     for index in range(studies):
-        phantom = make_phantom(2 * index, seed=7, size="small")  # even index: with lesions
+        phantom = make_phantom(2 * index, seed=AGREEMENT_SEED, size="small")  # even index: with lesions
         pet2 = window(phantom.pet, *spec.loc2d.suv_window)
         pet3, ct3 = window(phantom.pet, *spec.seg3d.suv_window), window(phantom.ct, *spec.seg3d.ct_window)
         masks, probs = {}, {}

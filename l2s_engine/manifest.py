@@ -135,3 +135,22 @@ def _model_file(entry: dict[str, Any]) -> ModelFile:
                for k in ("inputs", "outputs")}
     return ModelFile(entry["role"], int(entry["fold"]), entry["format"], entry["precision"], entry["path"],
                      entry["sha256"], tensors["inputs"], tensors["outputs"], dict(entry.get("extra", {})))
+
+
+def plan_mismatch(model: ModelFile, tensorrt_version: str, compute_capability: str) -> str | None:
+    """Why the TensorRT plan ``model`` cannot run with this TensorRT and GPU, or None if it can.
+
+    A serialized plan is tied to the TensorRT release (major.minor.patch) and to the GPU
+    architecture (compute capability) it was built for.
+    """
+    built_version = str(model.extra.get("tensorrt_version", "?"))
+    built_cc = str(model.extra.get("compute_capability", "?"))
+    problems = []
+    if built_version.split(".")[:3] != str(tensorrt_version).split(".")[:3]:
+        problems.append(f"built with TensorRT {built_version}, this is TensorRT {tensorrt_version}")
+    if built_cc != str(compute_capability):
+        problems.append(f"built for compute capability {built_cc} ({model.extra.get('gpu_name', '?')}), "
+                        f"this GPU is {compute_capability}")
+    if not problems:
+        return None
+    return f"{model.path}: " + "; ".join(problems) + f"; {REBUILD} on this GPU host"

@@ -7,7 +7,7 @@ segments any number of studies given as arrays, so tests and benchmarks need no 
 from __future__ import annotations
 
 import dataclasses
-import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +22,6 @@ from .postprocess import RULES, fuse
 from .preprocess import to_coronal, window
 from .spec import FusionSpec
 from .stages import run_loc2d, run_seg3d
-
-log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -139,6 +137,9 @@ class Engine:
             progress: a tqdm-like bar; reset to the number of network batches, then
                 advanced after each.
         """
+        if pet_suv.shape != geometry.shape or ct_hu.shape != geometry.shape:
+            raise BackendError(f"PET {pet_suv.shape} and CT {ct_hu.shape} must both have the grid's shape "
+                               f"{geometry.shape} (z, y, x); resample CT onto the PET grid first")
         spec, opts, times = self.spec, self.options, {}
         start = time.perf_counter()
         pet_2d = window(pet_suv, *spec.loc2d.suv_window)
@@ -157,7 +158,8 @@ class Engine:
         times["preprocess"] = time.perf_counter() - start
         tick = None
         if progress is not None:
-            progress.reset(total=-(-n_slices // opts.batch_2d) - self.folds * (-len(plan.starts) // opts.batch_3d))
+            progress.reset(total=math.ceil(n_slices / opts.batch_2d)
+                           + self.folds * math.ceil(len(plan.starts) / opts.batch_3d))
             tick = progress.update
 
         start = time.perf_counter()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import queue
@@ -23,10 +24,10 @@ from tqdm import tqdm
 from . import __version__
 from .errors import OutputError
 from .io import StudyRef, load_study
-from .io.writing import write_mask
 from .io.images import image_from_array, write_image_atomic
+from .io.writing import write_mask
 from .metrics import CONVENTIONS, aggregate, case_metrics
-from .pipeline import Engine, Segmentation
+from .pipeline import Engine
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,10 @@ def summary(records: list[StudyRecord]) -> dict:
 
 def write_report(path: Path, engine: Engine, records: list[StudyRecord], extra: dict) -> Path:
     """report.json: backend, versions, options, per-study records and the summary (atomic)."""
+    import SimpleITK as sitk
+
     report = {"l2s_engine": __version__, "python": platform.python_version(), "numpy": np.__version__,
+              "SimpleITK": sitk.Version_VersionString(),
               "backend": engine.describe(), "options": asdict(engine.options), **extra,
               "summary": summary(records), "studies": [asdict(r) for r in records]}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -263,7 +267,7 @@ def _finite(value):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         return None
     return value
 

@@ -60,3 +60,16 @@ def test_schema_and_malformed_manifests(tmp_path):
         read_manifest(tmp_path)
     with pytest.raises(ManifestError, match="no manifest"):
         read_manifest(tmp_path / "elsewhere")
+
+
+def test_plan_mismatch_names_version_and_architecture():
+    from l2s_engine.manifest import ModelFile, plan_mismatch
+
+    plan = ModelFile("seg3d", 0, "plan", "fp16", "seg3d.plan", "0" * 64, (), (),
+                     {"tensorrt_version": "10.3.0.26", "compute_capability": "9.0", "gpu_name": "NVIDIA H100"})
+    assert plan_mismatch(plan, "10.3.0", "9.0") is None  # build number ignored
+    version = plan_mismatch(plan, "10.4.0", "9.0")
+    assert "TensorRT 10.3.0.26" in version and "10.4.0" in version and "l2s-export" in version
+    arch = plan_mismatch(plan, "10.3.0.26", "8.6")
+    assert "compute capability 9.0" in arch and "8.6" in arch and "TensorRT 10" not in arch
+    assert "seg3d.plan" in plan_mismatch(ModelFile("seg3d", 0, "plan", "fp16", "seg3d.plan", "", (), ()), "10.3.0", "9.0")

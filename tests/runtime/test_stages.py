@@ -63,8 +63,7 @@ def test_seg3d_folds_average_probabilities_and_tta_averages_mirrored_logits(volu
     assert nets[0].calls == 8 * -(-len(plan_windows(pet.shape, PATCH, 0.5).starts) // 2)
 
 
-def test_seg3d_uncovered_voxels_get_zero(volume):
-    pet, ct = volume
+def test_seg3d_uncovered_voxels_get_zero():
     shape = (16, 48, 16)
     body = np.zeros(shape, bool)
     body[:, :14] = True  # windows at y = 0 and 12 (step 12) hold body; y = 24 does not
