@@ -142,8 +142,10 @@ class Engine:
                                f"{geometry.shape} (z, y, x); resample CT onto the PET grid first")
         spec, opts, times = self.spec, self.options, {}
         start = time.perf_counter()
-        pet_2d = window(pet_suv, *spec.loc2d.suv_window)
         pet_3d = window(pet_suv, *spec.seg3d.suv_window)
+        # one volume fewer when both networks see the same PET window (both presets)
+        same = tuple(spec.loc2d.suv_window) == tuple(spec.seg3d.suv_window)
+        pet_2d = pet_3d if same else window(pet_suv, *spec.loc2d.suv_window)
         ct_3d = window(ct_hu, *spec.seg3d.ct_window)
         n_coronal = to_coronal(pet_suv, geometry).shape[0]
         slices, body = None, None
