@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from l2s_engine.cli import infer_main
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")  # exporter internals, not the user's
     if args.studies < 1:
         parser.error("--studies must be >= 1")
     if not (args.weights / "config.json").is_file():
