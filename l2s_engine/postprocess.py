@@ -15,15 +15,23 @@ from .spec import FusionSpec
 RULES = ("paper", "components")
 
 
+SLAB = 16  # planes per step along axis 0: boolean temporaries stay a slab, not a volume
+
+
 def fuse_paper(p3d: np.ndarray, cue: np.ndarray, fusion: FusionSpec) -> np.ndarray:
     """L2SNet's adaptive threshold: ``p3d > (cue > t_cue ? t_low : t_high)``, as uint8.
 
-    Written with boolean masks rather than ``np.where`` on thresholds: the same rule, about
-    five times faster on whole-body volumes.
+    Written with boolean masks rather than ``np.where`` on thresholds (the same rule, about
+    five times faster on whole-body volumes), slab by slab so that no whole-volume temporary
+    is made beyond the output.
     """
-    located = cue > fusion.cue_threshold
-    mask = (located & (p3d > fusion.low_threshold)) | (~located & (p3d > fusion.high_threshold))
-    return mask.view(np.uint8)
+    out = np.empty(p3d.shape, np.uint8)
+    for z in range(0, p3d.shape[0], SLAB):
+        p, c = p3d[z:z + SLAB], cue[z:z + SLAB]
+        located = c > fusion.cue_threshold
+        mask = (located & (p > fusion.low_threshold)) | (~located & (p > fusion.high_threshold))
+        out[z:z + SLAB] = mask
+    return out
 
 
 @dataclass(frozen=True)

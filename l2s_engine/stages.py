@@ -110,13 +110,17 @@ def accumulate(acc: np.ndarray, logits: np.ndarray, weights: np.ndarray, plan: W
         acc[vol] += logit[sub] * weights[sub]
 
 
-def blend_(acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
-    """``sigmoid(acc / wsum)`` in place in ``acc``; 0 where no window reached (wsum == 0)."""
-    covered = wsum > 0
-    np.divide(acc, wsum, out=acc, where=covered)
-    sigmoid_(acc)
-    if not covered.all():
-        acc[~covered] = 0.0
+def blend_(acc: np.ndarray, wsum: np.ndarray, slab: int = 16) -> np.ndarray:
+    """``sigmoid(acc / wsum)`` in place in ``acc``; 0 where no window reached (wsum == 0).
+
+    Slab by slab along axis 0, so the temporaries are a slab, not a volume.
+    """
+    for z in range(0, acc.shape[0], slab):
+        a, w = acc[z:z + slab], wsum[z:z + slab]
+        covered = w > 0
+        np.divide(a, w, out=a, where=covered)
+        sigmoid_(a)
+        a[~covered] = 0.0
     return acc
 
 

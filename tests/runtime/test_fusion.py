@@ -73,3 +73,10 @@ def test_components_rule_empty_when_everything_is_small():
 def test_unknown_rule():
     with pytest.raises(ValueError, match="components"):
         fuse("majority", np.zeros(2), np.zeros(2), SPEC)
+
+
+def test_paper_rule_on_a_volume_of_several_slabs_equals_np_where():
+    rng = np.random.default_rng(2)
+    p3d, cue = rng.uniform(size=(37, 9, 11)).astype(np.float32), rng.uniform(size=(37, 9, 11)).astype(np.float32)
+    ref = np.where(cue.astype(np.float64) > 0.5, p3d.astype(np.float64) > 0.1, p3d.astype(np.float64) > 0.5)
+    np.testing.assert_array_equal(fuse_paper(p3d, cue, SPEC), ref.astype(np.uint8))
