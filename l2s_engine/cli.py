@@ -83,10 +83,15 @@ def eval_main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    return _guarded("l2s-eval", _evaluate, args)
+
+
+def _guarded(prog: str, run, args) -> int:
+    """Run a command; an L2SError becomes one line on stderr and exit status 2."""
     try:
-        return _evaluate(args)
+        return run(args)
     except L2SError as exc:
-        print(f"l2s-eval: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
 
 
@@ -202,11 +207,7 @@ def infer_main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     if args.grand_challenge == bool(args.inputs):
         parser.error("give INPUT folders, or --grand-challenge (which reads --gc-input), not both")
-    try:
-        return _infer(args)
-    except L2SError as exc:
-        print(f"l2s-infer: {exc}", file=sys.stderr)
-        return 2
+    return _guarded("l2s-infer", _infer, args)
 
 
 def _infer(args) -> int:

@@ -4,17 +4,20 @@ import subprocess
 import sys
 import textwrap
 
+BLOCK_TORCH = textwrap.dedent("""
+    import sys
+
+    class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "torchvision", "timm"):
+                raise ImportError(f"{name} is blocked for this test")
+
+    sys.meta_path.insert(0, NoTorch())
+""")
+
 
 def test_runtime_works_without_torch(tmp_path):
-    script = textwrap.dedent(f"""
-        import sys
-
-        class NoTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "torchvision", "timm"):
-                    raise ImportError(f"{{name}} is blocked for this test")
-
-        sys.meta_path.insert(0, NoTorch())
+    script = BLOCK_TORCH + textwrap.dedent(f"""
         import l2s_engine, l2s_engine.io, l2s_engine.metrics, l2s_engine.phantoms, l2s_engine.qc
         from l2s_engine.cli import phantoms_main
         from l2s_engine.io import find_studies, iter_studies
@@ -35,15 +38,7 @@ def test_cpu_pipeline_runs_without_torch(tmp_path, demo_engine):
     from l2s_engine.phantoms.files import write_study
 
     write_study(make_phantom(0, seed=5, size="tiny"), tmp_path / "in")
-    script = textwrap.dedent(f"""
-        import sys
-
-        class NoTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "torchvision", "timm"):
-                    raise ImportError(f"{{name}} is blocked for this test")
-
-        sys.meta_path.insert(0, NoTorch())
+    script = BLOCK_TORCH + textwrap.dedent(f"""
         from l2s_engine.cli import infer_main
         code = infer_main(["--engine", {str(demo_engine)!r}, {str(tmp_path / "in")!r}, "-o", {str(tmp_path / "out")!r}, "-q"])
         leaked = [m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "timm")]
