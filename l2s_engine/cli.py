@@ -178,7 +178,8 @@ def infer_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", type=Path, required=True, help="engine directory (output of l2s-export)")
     parser.add_argument("-o", "--out", type=Path, default=Path("predictions"), help="output folder (default predictions/)")
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="onnxruntime",
-                        help="inference backend (default onnxruntime: CPU)")
+                        help="inference backend (default onnxruntime: CPU; torch runs the .pt2 programs)")
+    parser.add_argument("--device", help="torch backend only: cpu or cuda[:N] (default cpu)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="which exported graphs to run (default fp32)")
     parser.add_argument("--threads", type=int, help="backend CPU threads (default: one per core)")
     parser.add_argument("--batch-2d", type=int, default=16, help="coronal slices per network call (default 16)")
@@ -217,7 +218,7 @@ def _infer(args) -> int:
     from .pipeline import Engine, InferOptions
     from .scheduler import REPORT, OutputOptions, run_studies, summary, write_report
 
-    options = InferOptions(backend=args.backend, precision=args.precision, threads=args.threads,
+    options = InferOptions(backend=args.backend, device=args.device, precision=args.precision, threads=args.threads,
                            batch_2d=args.batch_2d, batch_3d=args.batch_3d, tta=args.tta,
                            skip_air=not args.no_skip_air, rule=args.rule, cue_threshold=args.cue_threshold,
                            low_threshold=args.low_threshold, high_threshold=args.high_threshold)

@@ -32,6 +32,7 @@ class InferOptions:
 
     Attributes:
         backend: a name from ``backends.BACKENDS``.
+        device: where the torch backend runs ("cpu", "cuda", "cuda:N"); None: "cpu".
         precision: which exported graphs to run ("fp32" or "fp16").
         threads: backend CPU threads (None: the backend's default).
         batch_2d, batch_3d: coronal slices / windows per network call.
@@ -42,6 +43,7 @@ class InferOptions:
     """
 
     backend: str = "onnxruntime"
+    device: str | None = None
     precision: str = "fp32"
     threads: int | None = None
     batch_2d: int = 16
@@ -97,12 +99,11 @@ class Engine:
         cls = backend_class(options.backend)
         self.nets: dict[str, list[Backend]] = {}
         for role in ("loc2d", "seg3d"):
-            files = self.manifest.select(role, cls.format, options.precision)
+            files = cls.model_files(self.manifest, role, options.precision)
             if not files:
-                raise BackendError(f"{engine_dir}: no {options.precision} {cls.format} model for {role} in the "
-                                   f"manifest (the {options.backend} backend runs those); re-run l2s-export")
-            kwargs = {"threads": options.threads} if options.threads else {}
-            self.nets[role] = [cls(self.manifest.path(f), f, **kwargs) for f in files]
+                raise BackendError(f"{engine_dir}: no {cls.format} model for {role} in the manifest (the "
+                                   f"{options.backend} backend runs those at {options.precision}); re-run l2s-export")
+            self.nets[role] = [cls.from_options(self.manifest.path(f), f, options) for f in files]
 
     @property
     def folds(self) -> int:
@@ -113,7 +114,7 @@ class Engine:
         first = self.nets["seg3d"][0]
         version = getattr(type(first), "version", None)
         return {"name": self.options.backend, "version": version() if version else None,
-                "precision": self.options.precision, "folds": self.folds, "engine_dir": str(self.manifest.directory),
+                "precision": self.options.precision, "device": self.options.device, "folds": self.folds, "engine_dir": str(self.manifest.directory),
                 "preset": self.spec.preset, "fusion": dataclasses.asdict(self.fusion), "rule": self.options.rule,
                 "files": [n.path.name for nets in self.nets.values() for n in nets],
                 "export": {k: v for k, v in self.manifest.info.items() if k != "weights"}}

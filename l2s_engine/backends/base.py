@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import L2SError
-from ..manifest import ModelFile, TensorInfo
+from ..manifest import Manifest, ModelFile, TensorInfo
 
 
 class BackendError(L2SError):
@@ -43,6 +43,16 @@ class Backend(ABC):
         self.path = Path(path)
         self.model = model
         self.active = False
+
+    @classmethod
+    def model_files(cls, manifest: Manifest, role: str, precision: str) -> list[ModelFile]:
+        """The manifest entries this backend runs for ``role`` at ``precision``, one per fold."""
+        return manifest.select(role, cls.format, precision)
+
+    @classmethod
+    def from_options(cls, path: Path, model: ModelFile, options) -> Backend:
+        """Build the backend for one model file from the run's ``InferOptions``."""
+        return cls(path, model)
 
     @property
     def input_specs(self) -> dict[str, TensorInfo]:

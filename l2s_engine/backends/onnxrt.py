@@ -37,6 +37,10 @@ class OnnxRuntimeBackend(Backend):
         self.threads = threads
         self.session = None
 
+    @classmethod
+    def from_options(cls, path: Path, model: ModelFile, options) -> OnnxRuntimeBackend:
+        return cls(path, model, threads=options.threads)
+
     def _activate(self) -> None:
         ort = _onnxruntime()
         options = ort.SessionOptions()

@@ -1,6 +1,7 @@
 """The backend interface: validation in the base class, the ONNX Runtime backend, clear errors."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,4 +45,15 @@ def test_unknown_backend_and_missing_dependency_are_named(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
     net = backend_class("onnxruntime")(manifest.path(model), model)
     with pytest.raises(MissingDependencyError, match="pip install onnxruntime"):
+        net.activate()
+
+
+def test_torch_backend_names_torch_when_missing(monkeypatch):
+    from l2s_engine.manifest import ModelFile, TensorInfo
+
+    model = ModelFile("seg3d", 0, "pt2", "fp32", "seg3d.pt2", "", (TensorInfo("windows", "float32", (-1, 2, 8, 8, 8)),),
+                      (TensorInfo("logits", "float32", (-1, 1, 8, 8, 8)),))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    net = backend_class("torch")(Path("seg3d.pt2"), model)
+    with pytest.raises(MissingDependencyError, match="pip install torch"):
         net.activate()

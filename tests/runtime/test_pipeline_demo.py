@@ -49,3 +49,17 @@ def test_onnxruntime_masks_equal_the_torch_pipeline_and_skipping_air_changes_not
             assert got.work["slices_run"] < everything.work["slices_run"]
             reference_voxels += int(ref.sum())
     assert reference_voxels > 0  # the comparison saw lesions
+
+
+def test_torch_backend_on_the_cpu_gives_the_onnxruntime_mask(demo_engine):
+    from l2s_engine.backends import BackendError
+
+    phantom = make_phantom(0, seed=1000, size="small")
+    with Engine(demo_engine) as ort_engine, Engine(demo_engine, InferOptions(backend="torch")) as torch_engine:
+        assert torch_engine.describe()["files"] == ["loc2d.pt2", "seg3d.pt2"]
+        ref = ort_engine.segment(phantom.pet, phantom.ct, phantom.geometry)
+        got = torch_engine.segment(phantom.pet, phantom.ct, phantom.geometry)
+    assert ref.mask.sum() > 0 and _dice(got.mask, ref.mask) >= 0.999
+    np.testing.assert_allclose(got.p3d, ref.p3d, atol=1e-4)
+    with pytest.raises(BackendError, match="fp16 on CUDA only"):
+        Engine(demo_engine, InferOptions(backend="torch", precision="fp16"))
