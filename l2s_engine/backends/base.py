@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,14 @@ class MissingDependencyError(BackendError):
     def __init__(self, backend: str, package: str, install: str):
         self.backend, self.package, self.install = backend, package, install
         super().__init__(f"the {backend} backend needs {package}, which is not installed: {install}")
+
+
+def import_or_explain(module: str, backend: str, install: str):
+    """Import ``module`` for ``backend``, or raise MissingDependencyError saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(backend, module, install) from exc
 
 
 class Backend(ABC):

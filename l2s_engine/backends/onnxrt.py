@@ -8,16 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from ..manifest import ModelFile
-from .base import Backend, MissingDependencyError
+from .base import Backend, import_or_explain
 
 
 def _onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingDependencyError("onnxruntime", "onnxruntime",
-                                     "pip install onnxruntime (a dependency of l2s-engine: reinstall it)") from exc
-    return onnxruntime
+    return import_or_explain("onnxruntime", "onnxruntime", "pip install onnxruntime (a dependency of l2s-engine: reinstall it)")
 
 
 class OnnxRuntimeBackend(Backend):

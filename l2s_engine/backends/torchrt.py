@@ -14,16 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from ..manifest import Manifest, ModelFile
-from .base import Backend, BackendError, MissingDependencyError
+from .base import Backend, BackendError, import_or_explain
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError as exc:
-        raise MissingDependencyError("torch", "torch",
-                                     "pip install torch (the CUDA build for GPUs; see the README for the pinned version)") from exc
-    return torch
+    return import_or_explain("torch", "torch", "pip install torch (the CUDA build for GPUs; see the README for the pinned version)")
 
 
 class TorchBackend(Backend):
