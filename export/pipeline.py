@@ -15,17 +15,16 @@ import torch
 from l2s_engine.manifest import MANIFEST, ModelFile, TensorInfo, manifest_dict, sha256_of
 from l2s_engine.metrics import case_metrics
 from l2s_engine.phantoms import make_phantom
-from l2s_engine.postprocess import fuse_paper
+from l2s_engine.pipeline import Engine, InferOptions
 from l2s_engine.preprocess import slices_to_input, to_coronal, window
 from l2s_engine.spec import Spec
 from l2s_engine.tiling import pad_amounts
 from l2s_training.models import Loc2DNet, Seg3DNet
-from l2s_training.predict import predict_cue, predict_volume
 from l2s_training.weights import load_weights
 
 from .checks import PARITY_LIMIT, ExportError
 from .onnx_graphs import IO_NAMES, OPSET, export_fp16, export_fp32, input_shape
-from .parity import OrtModule, max_module_difference, max_probability_difference
+from .parity import max_module_difference, max_probability_difference
 from .torch_program import export_pt2, load_pt2
 
 log = logging.getLogger("l2s_export")
@@ -95,8 +94,9 @@ def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
             files.append(ModelFile(role, fold, "pt2", "fp32", pt2.name, sha256_of(pt2), inputs, outputs,
                                    {"torch": torch.__version__, "max_abs_prob_diff_vs_torch_fp32": diff_pt2}))
     info = {"exporter": "l2s-export", "torch": torch.__version__, "python": platform.python_version(),
-            "weights": [str(w) for w in weights_dirs],
-            "fp16_agreement": fp16_agreement(out, spec, files, check_studies)}
+            "weights": [str(w) for w in weights_dirs]}
+    write_manifest(out, spec, files, info)  # the runtime opens engine directories through it
+    info["fp16_agreement"] = fp16_agreement(out, check_studies)
     if tensorrt:
         from .tensorrt_build import tensorrt_unavailable_reason
 
@@ -113,33 +113,35 @@ def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
     return out
 
 
-def fp16_agreement(out: Path, spec: Spec, files: list[ModelFile], studies: int) -> dict:
-    """Dice between the whole-pipeline masks of the fp16 and fp32 graphs on phantom studies
-    (fold 0; ONNX Runtime on the CPU), and the largest probability difference."""
-    graphs = {(f.role, f.precision): out / f.path for f in files if f.fold == 0 and f.format == "onnx"}
+def fp16_agreement(out: Path, studies: int) -> dict:
+    """Dice between the masks of the runtime pipeline (``l2s_engine.pipeline.Engine``, ONNX
+    Runtime on the CPU) with the fp16 and with the fp32 graphs on phantom studies, and the
+    largest difference of the 3D probabilities."""
+    engines = {p: Engine(out, InferOptions(precision=p)) for p in ("fp32", "fp16")}
     results = []
-    for index in range(studies):
-        phantom = make_phantom(2 * index, seed=AGREEMENT_SEED, size="small")  # even index: with lesions
-        pet2 = window(phantom.pet, *spec.loc2d.suv_window)
-        pet3, ct3 = window(phantom.pet, *spec.seg3d.suv_window), window(phantom.ct, *spec.seg3d.ct_window)
-        masks, probs = {}, {}
-        for precision in ("fp32", "fp16"):
-            cue = predict_cue(OrtModule(graphs["loc2d", precision]), pet2, phantom.geometry, spec.loc2d)
-            p3d = predict_volume(OrtModule(graphs["seg3d", precision]), pet3, ct3, spec.seg3d, spec.fusion.step_fraction)
-            masks[precision], probs[precision] = fuse_paper(p3d, cue, spec.fusion), p3d
-        row = {"case_id": phantom.case_id, "max_abs_p3d_diff": float(np.abs(probs["fp16"] - probs["fp32"]).max())}
-        # the fused masks, and the 3D masks at the low threshold (more voxels near the threshold)
-        low = {k: v > spec.fusion.low_threshold for k, v in probs.items()}
-        for name, pair in (("mask", masks), ("p3d_low_mask", low)):
-            agree = case_metrics(pair["fp16"], pair["fp32"], 1.0, phantom.case_id)
-            both_empty = agree.gt_voxels == 0 and agree.pred_voxels == 0
-            row.update({f"{name}_dice": 1.0 if both_empty else agree.dice,
-                        f"{name}_voxels_fp32": agree.gt_voxels, f"{name}_voxels_fp16": agree.pred_voxels})
-        results.append(row)
-        log.info("fp16 vs fp32 on %s: mask Dice %.4f (%d voxels), p3d>%.2g Dice %.4f (%d voxels), max |dp3d| %.2e",
-                 phantom.case_id, row["mask_dice"], row["mask_voxels_fp32"], spec.fusion.low_threshold,
-                 row["p3d_low_mask_dice"], row["p3d_low_mask_voxels_fp32"], row["max_abs_p3d_diff"])
+    with engines["fp32"], engines["fp16"]:
+        for index in range(studies):
+            phantom = make_phantom(2 * index, seed=AGREEMENT_SEED, size="small")  # even index: with lesions
+            runs = {p: e.segment(phantom.pet, phantom.ct, phantom.geometry) for p, e in engines.items()}
+            results.append(_agreement_row(phantom.case_id, runs, engines["fp32"].fusion.low_threshold))
     return {"studies": results, "size": "small", "backend": "onnxruntime-cpu"}
+
+
+def _agreement_row(case_id: str, runs: dict, low_threshold: float) -> dict:
+    masks = {p: r.mask for p, r in runs.items()}
+    probs = {p: r.p3d for p, r in runs.items()}
+    row = {"case_id": case_id, "max_abs_p3d_diff": float(np.abs(probs["fp16"] - probs["fp32"]).max())}
+    # the fused masks, and the 3D masks at the low threshold (more voxels near the threshold)
+    low = {k: v > low_threshold for k, v in probs.items()}
+    for name, pair in (("mask", masks), ("p3d_low_mask", low)):
+        agree = case_metrics(pair["fp16"], pair["fp32"], 1.0, case_id)
+        both_empty = agree.gt_voxels == 0 and agree.pred_voxels == 0
+        row.update({f"{name}_dice": 1.0 if both_empty else agree.dice,
+                    f"{name}_voxels_fp32": agree.gt_voxels, f"{name}_voxels_fp16": agree.pred_voxels})
+    log.info("fp16 vs fp32 on %s: mask Dice %.4f (%d voxels), p3d>%.2g Dice %.4f (%d voxels), max |dp3d| %.2e",
+             case_id, row["mask_dice"], row["mask_voxels_fp32"], low_threshold,
+             row["p3d_low_mask_dice"], row["p3d_low_mask_voxels_fp32"], row["max_abs_p3d_diff"])
+    return row
 
 
 def write_manifest(out: Path, spec: Spec, files: list[ModelFile], info: dict) -> Path:

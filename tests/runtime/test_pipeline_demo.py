@@ -19,10 +19,8 @@ from l2s_training.weights import load_weights, read_config  # noqa: E402
 DEMO = Path(__file__).resolve().parents[2] / "weights" / "demo"
 
 
-def torch_reference_mask(spec: Spec, phantom) -> np.ndarray:
+def torch_reference_mask(spec: Spec, loc, seg, phantom) -> np.ndarray:
     """PyTorch networks, padded-volume sliding windows, and the paper rule in float64."""
-    loc = load_weights(Loc2DNet(spec.loc2d), DEMO, "loc2d")
-    seg = load_weights(Seg3DNet(spec.seg3d), DEMO, "seg3d")
     cue = predict_cue(loc, window(phantom.pet, *spec.loc2d.suv_window), phantom.geometry, spec.loc2d).astype(np.float64)
     p3d = predict_volume(seg, window(phantom.pet, *spec.seg3d.suv_window), window(phantom.ct, *spec.seg3d.ct_window),
                          spec.seg3d, spec.fusion.step_fraction).astype(np.float64)
@@ -37,11 +35,13 @@ def _dice(a, b) -> float:
 
 def test_onnxruntime_masks_equal_the_torch_pipeline_and_skipping_air_changes_nothing(demo_engine):
     spec, _ = read_config(DEMO)
+    loc = load_weights(Loc2DNet(spec.loc2d), DEMO, "loc2d")
+    seg = load_weights(Seg3DNet(spec.seg3d), DEMO, "seg3d")
     reference_voxels = 0
     with Engine(demo_engine) as engine, Engine(demo_engine, InferOptions(skip_air=False)) as full:
         for index in (0, 2):  # phantoms with lesions
             phantom = make_phantom(index, seed=1000, size="small")
-            ref = torch_reference_mask(spec, phantom)
+            ref = torch_reference_mask(spec, loc, seg, phantom)
             got = engine.segment(phantom.pet, phantom.ct, phantom.geometry)
             assert _dice(got.mask, ref) >= 0.999, (phantom.case_id, int(got.mask.sum()), int(ref.sum()))
             everything = full.segment(phantom.pet, phantom.ct, phantom.geometry)
