@@ -37,13 +37,22 @@ def flip_sets(spatial_axes: Sequence[int], tta: bool) -> list[tuple[int, ...]]:
     return [c for r in range(len(spatial_axes) + 1) for c in itertools.combinations(spatial_axes, r)]
 
 
-def mean_logits(net: Backend, x: np.ndarray, flips: list[tuple[int, ...]]) -> np.ndarray:
-    """The network's logits for ``x``, averaged over the mirrored inputs, as float32."""
+def host_runner(net: Backend) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> logits`` of a one-input, one-output network on the host."""
     in_name, out_name = next(iter(net.input_specs)), net.output_names[0]
+    return lambda x: net.infer({in_name: x})[out_name]
+
+
+def mean_logits(run: Callable, x, flips: list[tuple[int, ...]]):
+    """``run(x)``'s logits averaged over the mirrored inputs, as float32.
+
+    Array-module agnostic (numpy on the host, CuPy on the device): ``run`` maps an input
+    batch to the network's logits.
+    """
     total = None
     for axes in flips:
-        xin = np.ascontiguousarray(np.flip(x, axes)) if axes else x
-        out = net.infer({in_name: xin})[out_name]
+        xin = np.flip(x, axes).copy() if axes else x
+        out = run(xin)
         out = np.flip(out, axes) if axes else out
         total = out.astype(np.float32, copy=True) if total is None else total + out
     if len(flips) > 1:
@@ -73,7 +82,7 @@ def run_loc2d(nets: Sequence[Backend], pet_2d: np.ndarray, geometry: Geometry, s
         x = slices_to_input(coronal, group, spec.resize, spec.crop, spec.in_slices)
         probs = np.zeros((len(group), *spec.slice_shape), np.float32)
         for net in nets:
-            probs += sigmoid_(mean_logits(net, x, flips)[:, 0])
+            probs += sigmoid_(mean_logits(host_runner(net), x, flips)[:, 0])
         if len(nets) > 1:
             probs /= np.float32(len(nets))
         cue_coronal[group] = slices_from_output(probs, spec.resize, spec.crop, coronal.shape[1:])
@@ -149,7 +158,7 @@ def run_seg3d(nets: Sequence[Backend], pet_3d: np.ndarray, ct_3d: np.ndarray, pl
     for net in nets:
         acc = np.zeros(plan.shape, np.float32)
         for group in batches(list(plan.starts), batch):
-            logits = mean_logits(net, gather_windows(pet_3d, ct_3d, plan, group), flips)[:, 0]
+            logits = mean_logits(host_runner(net), gather_windows(pet_3d, ct_3d, plan, group), flips)[:, 0]
             accumulate(acc, logits, weights, plan, group)
             if tick:
                 tick()
