@@ -77,8 +77,8 @@ class Segmentation:
     """The result of one study: arrays on the study's grid and where the time went."""
 
     mask: np.ndarray                      # uint8 0/1 (z, y, x)
-    p3d: np.ndarray                       # 3D probabilities, float32
-    cue: np.ndarray                       # 2D cue, float32
+    p3d: np.ndarray | None                # 3D probabilities, float32 (None: left on the GPU)
+    cue: np.ndarray | None                # 2D cue, float32 (None: left on the GPU)
     timings: dict[str, float] = field(default_factory=dict)   # seconds per stage
     work: dict[str, int] = field(default_factory=dict)        # slices and windows run / planned
 
@@ -130,6 +130,34 @@ class Engine:
             for net in nets:
                 net.deactivate()
 
+    def plan(self, pet_suv: np.ndarray, ct_hu: np.ndarray, geometry: Geometry) -> tuple:
+        """(coronal slices to run or None for all, window plan, work counts) of one study.
+
+        Raises:
+            BackendError: PET and CT are not both on the geometry's grid.
+        """
+        if pet_suv.shape != geometry.shape or ct_hu.shape != geometry.shape:
+            raise BackendError(f"PET {pet_suv.shape} and CT {ct_hu.shape} must both have the grid's shape "
+                               f"{geometry.shape} (z, y, x); resample CT onto the PET grid first")
+        opts = self.options
+        n_coronal = to_coronal(pet_suv, geometry).shape[0]
+        slices, body = None, None
+        if opts.skip_air:
+            body = body_mask(pet_suv, ct_hu, opts.body_hu, opts.body_suv)
+            slices = occupied_slices(to_coronal(body, geometry))
+        plan = plan_windows(pet_suv.shape, self.spec.seg3d.patch, self.fusion.step_fraction, body)
+        work = {"slices_run": n_coronal if slices is None else len(slices), "slices_total": n_coronal,
+                "windows_run": len(plan.starts), "windows_total": len(plan.starts) + plan.skipped}
+        return slices, plan, work
+
+    def _progress(self, progress, work: dict):
+        """Reset a tqdm-like bar to the study's network batches; returns its tick (or None)."""
+        if progress is None:
+            return None
+        progress.reset(total=math.ceil(work["slices_run"] / self.options.batch_2d)
+                       + self.folds * math.ceil(work["windows_run"] / self.options.batch_3d))
+        return progress.update
+
     def segment(self, pet_suv: np.ndarray, ct_hu: np.ndarray, geometry: Geometry,
                 progress=None) -> Segmentation:
         """Segment one study given as arrays on the PET grid (PET in SUV, CT in HU).
@@ -138,32 +166,16 @@ class Engine:
             progress: a tqdm-like bar; reset to the number of network batches, then
                 advanced after each.
         """
-        if pet_suv.shape != geometry.shape or ct_hu.shape != geometry.shape:
-            raise BackendError(f"PET {pet_suv.shape} and CT {ct_hu.shape} must both have the grid's shape "
-                               f"{geometry.shape} (z, y, x); resample CT onto the PET grid first")
         spec, opts, times = self.spec, self.options, {}
         start = time.perf_counter()
+        slices, plan, work = self.plan(pet_suv, ct_hu, geometry)
         pet_3d = window(pet_suv, *spec.seg3d.suv_window)
         # one volume fewer when both networks see the same PET window (both presets)
         same = tuple(spec.loc2d.suv_window) == tuple(spec.seg3d.suv_window)
         pet_2d = pet_3d if same else window(pet_suv, *spec.loc2d.suv_window)
         ct_3d = window(ct_hu, *spec.seg3d.ct_window)
-        n_coronal = to_coronal(pet_suv, geometry).shape[0]
-        slices, body = None, None
-        if opts.skip_air:
-            body = body_mask(pet_suv, ct_hu, opts.body_hu, opts.body_suv)
-            slices = occupied_slices(to_coronal(body, geometry))
-        plan = plan_windows(pet_suv.shape, spec.seg3d.patch, self.fusion.step_fraction, body)
-        del body
-        n_slices = n_coronal if slices is None else len(slices)
-        work = {"slices_run": n_slices, "slices_total": n_coronal,
-                "windows_run": len(plan.starts), "windows_total": len(plan.starts) + plan.skipped}
         times["preprocess"] = time.perf_counter() - start
-        tick = None
-        if progress is not None:
-            progress.reset(total=math.ceil(n_slices / opts.batch_2d)
-                           + self.folds * math.ceil(len(plan.starts) / opts.batch_3d))
-            tick = progress.update
+        tick = self._progress(progress, work)
 
         start = time.perf_counter()
         cue = run_loc2d(self.nets["loc2d"], pet_2d, geometry, spec.loc2d, slices, opts.batch_2d, opts.tta, tick)

@@ -15,6 +15,7 @@ from .base import Backend, BackendError, MissingDependencyError
 BACKENDS: dict[str, tuple[str, str]] = {
     "onnxruntime": ("l2s_engine.backends.onnxrt", "OnnxRuntimeBackend"),
     "torch": ("l2s_engine.backends.torchrt", "TorchBackend"),
+    "tensorrt": ("l2s_engine.backends.tensorrt", "TensorRTBackend"),
 }
 
 

@@ -47,6 +47,7 @@ class Backend(ABC):
 
     name: ClassVar[str]
     format: ClassVar[str]
+    device_capable: ClassVar[bool] = False  # implements ``infer_device`` (the GPU pipeline)
 
     def __init__(self, path: Path, model: ModelFile):
         self.path = Path(path)
@@ -94,10 +95,25 @@ class Backend(ABC):
         Raises:
             BackendError: not activated, or a missing/extra input, or a wrong dtype or shape.
         """
-        if not self.active:
-            raise BackendError(f"{self.name} backend for {self.path.name} used outside its context (activate it first)")
+        self.require_active()
         self.check_feed(feed)
         return self._infer(feed)
+
+    def require_active(self) -> None:
+        if not self.active:
+            raise BackendError(f"{self.name} backend for {self.path.name} used outside its context (activate it first)")
+
+    def infer_device(self, x, stream):
+        """Run the model on a device array (CuPy, batch first) on ``stream`` (a CuPy stream);
+        returns the first output as a float32 device array, valid until the next call on
+        that stream. Only GPU backends implement it."""
+        raise BackendError(f"the {self.name} backend runs on the host only; the GPU pipeline needs the torch "
+                           "(--device cuda) or tensorrt backend")
+
+    def check_device_input(self, x) -> None:
+        """``check_feed`` for the single input of a device call."""
+        self.require_active()
+        self.check_feed({next(iter(self.input_specs)): x})
 
     def check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
         specs = self.input_specs

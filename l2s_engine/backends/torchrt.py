@@ -34,6 +34,7 @@ class TorchBackend(Backend):
 
     name = "torch"
     format = "pt2"
+    device_capable = True
 
     def __init__(self, path: Path, model: ModelFile, device: str = "cpu", half: bool = False,
                  threads: int | None = None):
@@ -43,6 +44,7 @@ class TorchBackend(Backend):
                                "on the CPU")
         self.device, self.half, self.threads = device, half, threads
         self.module = None
+        self.streams: dict[int, object] = {}  # CuPy stream pointer -> torch.cuda.ExternalStream
 
     @classmethod
     def model_files(cls, manifest: Manifest, role: str, precision: str) -> list[ModelFile]:
@@ -64,6 +66,7 @@ class TorchBackend(Backend):
 
     def _deactivate(self) -> None:
         self.module = None
+        self.streams.clear()
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = _torch()
@@ -71,6 +74,25 @@ class TorchBackend(Backend):
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
             out = self.module(torch.from_numpy(np.ascontiguousarray(array)).to(self.device))
         return {self.output_names[0]: out.float().cpu().numpy()}
+
+    def infer_device(self, x, stream):
+        """The GPU pipeline's call: a CuPy batch in, a CuPy float32 output out, no copies.
+
+        torch runs on the caller's CUDA stream (``torch.cuda.ExternalStream``); both arrays
+        cross by DLPack, exchanged on that same stream, so nothing waits on the host.
+        """
+        self.check_device_input(x)
+        if not self.device.startswith("cuda"):
+            raise BackendError(f"{self.path.name}: the torch backend runs the GPU pipeline on CUDA only (--device cuda)")
+        torch = _torch()
+        cupy = import_or_explain("cupy", "GPU", "pip install 'l2s-engine[gpu]' (cupy-cuda12x)")
+        external = self.streams.get(stream.ptr)
+        if external is None:
+            external = self.streams[stream.ptr] = torch.cuda.ExternalStream(stream.ptr, device=self.device)
+        with torch.cuda.stream(external), torch.inference_mode(), \
+                torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
+            out = self.module(torch.from_dlpack(x)).float()
+            return cupy.from_dlpack(out)
 
     @staticmethod
     def version() -> str:

@@ -6,7 +6,7 @@ runs them on the GPU: the module is loaded once, from a prebuilt fatbin
 (NVRTC, cached on disk); which one was used is in ``source`` and a fatbin that does not load
 on this GPU is logged before the source is compiled. Launches go to CuPy's *current*
 stream: callers enter the engine's stream (``with stream:``) around them. The tests also
-compile the same source for the CPU (a C++ shim, ``tests/cuda``) to check every kernel
+compile the same source for the CPU (a C++ shim, ``tests/device``) to check every kernel
 against its numpy twin where there is no GPU.
 
 Each launcher mirrors a numpy function of the host path (named in its docstring).

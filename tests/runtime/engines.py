@@ -33,18 +33,20 @@ def _graph(path: Path, in_name: str, in_shape: list, scale: float, offset: float
     onnx.save(model, str(path))
 
 
-def fast_engine(out: Path) -> Path:
-    """Write the engine directory: PET-driven logits, so hot spots become lesions."""
+def fast_engine(out: Path, folds: int = 1) -> Path:
+    """Write the engine directory: PET-driven logits, so hot spots become lesions (fold k
+    scales the logits by 12 - k)."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for role, name, shape in (("loc2d", "slices", ["N", SPEC.loc2d.in_slices, *SPEC.loc2d.slice_shape]),
                               ("seg3d", "windows", ["N", 2, *SPEC.seg3d.patch])):
-        path = out / f"{role}.onnx"
-        _graph(path, name, shape, 12.0, -6.0)
-        dims = (-1, *shape[1:])
-        files.append(ModelFile(role, 0, "onnx", "fp32", path.name, sha256_of(path),
-                               (TensorInfo(name, "float32", dims),), (TensorInfo("logits", "float32", (-1, 1, *dims[2:])),),
-                               {"opset": 17}))
+        for fold in range(folds):
+            path = out / (f"{role}.onnx" if fold == 0 else f"{role}_fold{fold}.onnx")
+            _graph(path, name, shape, 12.0 - fold, -6.0)
+            dims = (-1, *shape[1:])
+            files.append(ModelFile(role, fold, "onnx", "fp32", path.name, sha256_of(path),
+                                   (TensorInfo(name, "float32", dims),),
+                                   (TensorInfo("logits", "float32", (-1, 1, *dims[2:])),), {"opset": 17}))
     (out / MANIFEST).write_text(json.dumps(manifest_dict(SPEC, files, {"exporter": "tests"}), indent=2))
     return out
 

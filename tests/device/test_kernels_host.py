@@ -4,12 +4,6 @@ bounds and float32 arithmetic checked where there is no GPU."""
 import pytest
 
 from .checks import CHECKS
-from .host_kernels import HostKernels, compile_host_kernels
-
-
-@pytest.fixture(scope="module")
-def host_kernels(tmp_path_factory):
-    return HostKernels(compile_host_kernels(tmp_path_factory.mktemp("kernels")))
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)

@@ -13,7 +13,13 @@ from l2s_engine.cuda.kernels import Kernels, logit
 from l2s_engine.geometry import Geometry
 from l2s_engine.planning import plan_windows
 from l2s_engine.postprocess import fuse_paper
-from l2s_engine.preprocess import slice_context, slices_from_output, slices_to_input, to_coronal, window
+from l2s_engine.preprocess import (
+    slice_context,
+    slices_from_output,
+    slices_to_input,
+    to_coronal,
+    window,
+)
 from l2s_engine.spec import FusionSpec
 from l2s_engine.stages import accumulate, blend_, gather_windows, sigmoid_, weight_sum
 from l2s_engine.tiling import gaussian_weights

@@ -1,0 +1,267 @@
+"""One study through the pipeline on the GPU: two streams, device-resident from upload to mask.
+
+Data flow (DESIGN.md): PET and CT are copied once, from page-locked host memory, on a copy
+stream (``stage``; the scheduler's reader thread stages the next study while this one runs).
+Stream A normalises the PET, resizes and crops the coronal slices, runs the 2D batches and
+scatters their probabilities into the cue volume; stream B normalises PET and CT, gathers
+the windows, runs the 3D batches and accumulates Gaussian-weighted logits and weights. The
+host enqueues A's and B's batches alternately, so both streams hold work from the start.
+An event joins A into B; one kernel blends and thresholds; only the mask (and, when asked,
+the probability maps) comes back. The window plan and the slices to run are computed on the
+host first, with the same rules as the host pipeline (``Engine.plan``).
+
+Buffers: the window weights and resampling tables are uploaded once per engine; volumes
+and batches come from CuPy's stream-ordered memory pool, so a study reuses the previous
+study's memory; two page-locked staging slots alternate between studies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..backends import BackendError
+from ..geometry import Geometry
+from ..pipeline import Engine, InferOptions, Segmentation
+from ..postprocess import fuse
+from ..preprocess import slice_context, to_coronal
+from ..stages import flip_sets, mean_logits
+from ..tiling import gaussian_weights
+
+FILL = -1.0  # normalised air, where a window overhangs the volume (as the host path)
+
+
+@dataclass
+class Staged:
+    """A study's PET (SUV) and CT (HU) on the device, ready once ``ready`` has completed."""
+
+    pet: object
+    ct: object
+    ready: object
+    seconds: float = 0.0  # host time to stage (copy into page-locked memory, enqueue)
+
+
+@dataclass
+class _Slot:
+    """A page-locked staging buffer pair and the event of its last upload."""
+
+    pet: np.ndarray | None = None
+    ct: np.ndarray | None = None
+    done: object = None
+
+
+@dataclass
+class _Timing:
+    events: dict = field(default_factory=dict)
+
+    def mark(self, device, name: str, stream) -> None:
+        event = device.event()
+        event.record(stream)
+        self.events[name] = event
+
+
+class DeviceEngine(Engine):
+    """An engine directory opened on a GPU (tensorrt or torch backend).
+
+    Args:
+        engine_dir: output of ``l2s-export``.
+        options: as for ``Engine``; the backend must run on the device.
+        keep_maps: also copy the 3D probabilities and the cue back (``--save-probs``; the
+            ``components`` rule needs them too).
+        device: the device to run on (default: ``CudaDevice`` of ``options.device``).
+    """
+
+    def __init__(self, engine_dir: Path, options: InferOptions = InferOptions(), keep_maps: bool = False,
+                 device=None):
+        super().__init__(engine_dir, options)
+        for nets in self.nets.values():
+            if not type(nets[0]).device_capable and device is None:
+                raise BackendError(f"the {options.backend} backend cannot run the GPU pipeline; use tensorrt or "
+                                   "torch with --device cuda")
+        if device is None:
+            from .device import CudaDevice
+
+            device = CudaDevice(int((options.device or "cuda").partition(":")[2] or 0))
+        self.device, self.kernels, self.xp = device, device.kernels, device.xp
+        self.keep_maps = keep_maps or options.rule != "paper"
+        self.copy_stream, self.stream_2d, self.stream_3d = device.stream(), device.stream(), device.stream()
+        with self.stream_3d:
+            self.weights = self.xp.asarray(gaussian_weights(self.spec.seg3d.patch))
+        self.slots = [_Slot(), _Slot()]
+        self.next_slot = 0
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info.update(pipeline="gpu (two streams)", gpu=getattr(self.device, "name", "?"), kernels=self.kernels.source)
+        return info
+
+    # ---- upload ------------------------------------------------------------------------------
+
+    def stage(self, pet_suv: np.ndarray, ct_hu: np.ndarray) -> Staged:
+        """Queue the upload of one study (float32 SUV and HU) on the copy stream.
+
+        Safe to call from another thread (the reader) while the previous study runs.
+        """
+        start = time.perf_counter()
+        self.device.activate()
+        slot = self.slots[self.next_slot]
+        self.next_slot ^= 1
+        if slot.done is not None:
+            slot.done.synchronize()  # its previous upload has left the buffers
+        n = pet_suv.size
+        if slot.pet is None or slot.pet.size < n:
+            slot.pet, slot.ct = self.device.pinned(n, np.float32), self.device.pinned(n, np.float32)
+        pet_host, ct_host = slot.pet[:n].reshape(pet_suv.shape), slot.ct[:n].reshape(ct_hu.shape)
+        np.copyto(pet_host, pet_suv, casting="unsafe")
+        np.copyto(ct_host, ct_hu, casting="unsafe")
+        pet = self.device.upload(pet_host, self.copy_stream)
+        ct = self.device.upload(ct_host, self.copy_stream)
+        ready = self.device.event()
+        ready.record(self.copy_stream)
+        slot.done = ready
+        return Staged(pet, ct, ready, time.perf_counter() - start)
+
+    # ---- the two stages as batch generators ------------------------------------------------
+
+    def _loc2d(self, staged: Staged, geometry: Geometry, slices, cue, stream, tick):
+        """Stream A: normalise, then per batch resize/crop -> 2D nets -> scatter into ``cue``."""
+        spec, k, xp = self.spec.loc2d, self.kernels, self.xp
+        with stream:
+            stream.wait_event(staged.ready)
+            norm = xp.empty(staged.pet.shape, np.float32)
+            k.normalise(staged.pet, *spec.suv_window, norm)
+        coronal, cue_coronal = to_coronal(norm, geometry), to_coronal(cue, geometry)
+        index = np.arange(coronal.shape[0]) if slices is None else np.asarray(slices)
+        context = slice_context(coronal.shape[0], index, spec.in_slices).astype(np.int32)
+        with stream:
+            context_dev, index_dev = xp.asarray(context), xp.asarray(index.astype(np.int32))
+        r0, r1, c0, c1 = spec.crop
+        flips = flip_sets((2, 3), self.options.tta)
+        runs = [self.device.runner(net, stream) for net in self.nets["loc2d"]]
+        batch = self.options.batch_2d
+        for b0 in range(0, len(index), batch):
+            b1 = min(b0 + batch, len(index))
+            with stream:
+                x = xp.empty(((b1 - b0) * spec.in_slices, r1 - r0, c1 - c0), np.float32)
+                k.resize_slices(coronal, context_dev[b0:b1].reshape(-1), spec.resize, spec.crop, x)
+                x = x.reshape(b1 - b0, spec.in_slices, r1 - r0, c1 - c0)
+                probs = xp.zeros((b1 - b0, r1 - r0, c1 - c0), np.float32)
+                for run in runs:
+                    k.add_sigmoid(xp.ascontiguousarray(mean_logits(run, x, flips)[:, 0]), probs)
+                if len(runs) > 1:
+                    probs /= np.float32(len(runs))
+                k.scatter_slices(probs, spec.resize, spec.crop, index_dev[b0:b1], cue_coronal)
+            if tick:
+                tick()
+            yield
+
+    def _seg3d(self, staged: Staged, plan, acc, wsum, psum, stream, tick):
+        """Stream B: normalise, weight sum, then per fold and batch gather -> 3D net ->
+        weighted accumulate (per fold into ``psum`` when several)."""
+        spec, k, xp = self.spec.seg3d, self.kernels, self.xp
+        with stream:
+            stream.wait_event(staged.ready)
+            pet, ct = xp.empty(staged.pet.shape, np.float32), xp.empty(staged.ct.shape, np.float32)
+            k.normalise(staged.pet, *spec.suv_window, pet)
+            k.normalise(staged.ct, *spec.ct_window, ct)
+            corners = [tuple(s - b for s, (b, _) in zip(start, plan.pads)) for start in plan.starts]
+            corners_dev = xp.asarray(np.array(corners, np.int32).reshape(-1, 3))
+            for corner in corners:
+                k.accumulate_window(wsum, None, self.weights, corner)
+        flips = flip_sets((2, 3, 4), self.options.tta)
+        batch, nets = self.options.batch_3d, self.nets["seg3d"]
+        for fold, net in enumerate(nets):
+            run = self.device.runner(net, stream)
+            if fold:
+                with stream:
+                    acc.fill(0)
+            for b0 in range(0, len(corners), batch):
+                b1 = min(b0 + batch, len(corners))
+                with stream:
+                    x = xp.empty((b1 - b0, 2, *plan.patch), np.float32)
+                    k.gather_windows(pet, ct, corners_dev[b0:b1], plan.patch, FILL, x)
+                    logits = xp.ascontiguousarray(mean_logits(run, x, flips)[:, 0])
+                    for i in range(b1 - b0):
+                        k.accumulate_window(acc, logits[i], self.weights, corners[b0 + i])
+                if tick:
+                    tick()
+                yield
+            if len(nets) > 1:
+                with stream:
+                    k.add_probability(acc, wsum, psum)
+
+    # ---- one study ---------------------------------------------------------------------------
+
+    def segment(self, pet_suv: np.ndarray, ct_hu: np.ndarray, geometry: Geometry, progress=None,
+                staged: Staged | None = None) -> Segmentation:
+        """Segment one study (arrays on the PET grid; ``staged``: its upload, if queued earlier).
+
+        Timings: ``preprocess`` (host planning and staging), ``2d``, ``3d`` and ``fusion``
+        (device times of each stream's work, from CUDA events), ``device`` (first kernel to
+        mask on the host) and ``overlap`` (2d + 3d + fusion - device: the time the two
+        streams ran at once).
+        """
+        start = time.perf_counter()
+        slices, plan, work = self.plan(pet_suv, ct_hu, geometry)
+        if staged is None:
+            staged = self.stage(pet_suv, ct_hu)
+        times = {"preprocess": time.perf_counter() - start}
+        tick = self._progress(progress, work)
+        xp, a, b, t = self.xp, self.stream_2d, self.stream_3d, _Timing()
+        folds = self.folds
+        t.mark(self.device, "begin", a)
+        with b:
+            b.wait_event(t.events["begin"])
+            acc, wsum = xp.zeros(geometry.shape, np.float32), xp.zeros(geometry.shape, np.float32)
+            psum = xp.zeros(geometry.shape, np.float32) if folds > 1 else None
+        with a:
+            cue = xp.zeros(geometry.shape, np.float32)
+        t.mark(self.device, "3d_begin", b)
+        stages = {"2d": (self._loc2d(staged, geometry, slices, cue, a, tick), a),
+                  "3d": (self._seg3d(staged, plan, acc, wsum, psum, b, tick), b)}
+        while stages:  # enqueue the two streams' batches alternately
+            for name, (batches, stream) in list(stages.items()):
+                if next(batches, StopIteration) is StopIteration:
+                    del stages[name]
+                    t.mark(self.device, f"{name}_end", stream)
+        b.wait_event(t.events["2d_end"])
+        t.mark(self.device, "fusion_begin", b)
+        mask, p3d, cue_host = self._fuse(acc, wsum, psum, cue, folds, b)
+        t.mark(self.device, "end", b)
+        t.events["end"].synchronize()
+        elapsed = self.device.elapsed
+        times["2d"] = elapsed(t.events["begin"], t.events["2d_end"])
+        times["3d"] = elapsed(t.events["3d_begin"], t.events["3d_end"])
+        times["fusion"] = elapsed(t.events["fusion_begin"], t.events["end"])
+        times["device"] = elapsed(t.events["begin"], t.events["end"])
+        times["overlap"] = max(0.0, times["2d"] + times["3d"] + times["fusion"] - times["device"])
+        del staged
+        if self.options.rule != "paper":
+            host_start = time.perf_counter()
+            mask = fuse(self.options.rule, p3d, cue_host, self.fusion)
+            times["fusion"] += time.perf_counter() - host_start
+        return Segmentation(mask, p3d, cue_host, times, work)
+
+    def _fuse(self, acc, wsum, psum, cue, folds: int, stream):
+        """The fused blend + threshold on ``stream``, then the copies back (synchronous)."""
+        xp, k, f = self.xp, self.kernels, self.fusion
+        shape = acc.shape
+        with stream:
+            mask = xp.empty(shape, np.uint8)
+            if folds == 1:
+                p = xp.empty(shape, np.float32) if self.keep_maps else None
+                k.fuse_threshold(acc, wsum, cue, p, mask, f.cue_threshold, f.low_threshold, f.high_threshold)
+            else:
+                p = psum
+                k.threshold_mean(psum, cue, mask, folds, f.cue_threshold, f.low_threshold, f.high_threshold)
+            mask_host = np.empty(shape, np.uint8)
+            self.device.download(mask, mask_host, stream)
+            p_host = cue_host = None
+            if self.keep_maps:
+                p_host, cue_host = np.empty(shape, np.float32), np.empty(shape, np.float32)
+                self.device.download(p, p_host, stream)
+                self.device.download(cue, cue_host, stream)
+        return mask_host, p_host, cue_host
