@@ -177,10 +177,13 @@ def infer_main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", type=Path, nargs="*", help="study folders or folders of studies")
     parser.add_argument("--engine", type=Path, required=True, help="engine directory (output of l2s-export)")
     parser.add_argument("-o", "--out", type=Path, default=Path("predictions"), help="output folder (default predictions/)")
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="onnxruntime",
-                        help="inference backend (default onnxruntime: CPU; torch runs the .pt2 programs)")
-    parser.add_argument("--device", help="torch backend only: cpu or cuda[:N] (default cpu)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="which exported graphs to run (default fp32)")
+    parser.add_argument("--backend", choices=[*sorted(BACKENDS), "auto"], default="onnxruntime",
+                        help="inference backend (default onnxruntime: CPU; torch runs the .pt2 programs; tensorrt the "
+                             "fp16 plans on a GPU; auto: tensorrt, else torch on a GPU, else onnxruntime, printed)")
+    parser.add_argument("--device", help="cpu or cuda[:N] (default cpu; tensorrt: cuda). cuda runs the GPU pipeline "
+                                         "(two CUDA streams, CuPy kernels)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="which exported graphs to run (default fp32; fp16 for tensorrt and for auto on a GPU)")
     parser.add_argument("--threads", type=int, help="backend CPU threads (default: one per core)")
     parser.add_argument("--batch-2d", type=int, default=16, help="coronal slices per network call (default 16)")
     parser.add_argument("--batch-3d", type=int, default=2, help="3D windows per network call (default 2)")
@@ -211,14 +214,35 @@ def infer_main(argv: list[str] | None = None) -> int:
     return _guarded("l2s-infer", _infer, args)
 
 
+def _resolve_backend(args) -> tuple[str, str | None, str]:
+    """(backend, device, precision) from the flags; ``auto`` probes the machine and says what it chose."""
+    backend, device, precision = args.backend, args.device, args.precision
+    if backend == "auto":
+        from .backends.auto import choose, probe_machine
+        from .manifest import read_manifest
+
+        choice = choose(read_manifest(args.engine, verify=False), probe_machine())
+        print(f"backend auto: {choice.backend} on {choice.device}" + (f" (passed over: {choice.reason})"
+              if choice.backend != "tensorrt" else f" ({choice.reason})"))
+        backend, device, precision = choice.backend, device or choice.device, precision or choice.precision
+    if precision is None:
+        precision = "fp16" if backend == "tensorrt" else "fp32"
+    return backend, device, precision
+
+
+def _gpu_words(info: dict) -> str:
+    return f", GPU pipeline on {info['gpu']}, kernels: {info['kernels']}" if "gpu" in info else ""
+
+
 def _infer(args) -> int:
     import time
 
     from .io import find_studies
-    from .pipeline import Engine, InferOptions
+    from .pipeline import InferOptions, open_engine
     from .scheduler import REPORT, OutputOptions, run_studies, summary, write_report
 
-    options = InferOptions(backend=args.backend, device=args.device, precision=args.precision, threads=args.threads,
+    backend, device, precision = _resolve_backend(args)
+    options = InferOptions(backend=backend, device=device, precision=precision, threads=args.threads,
                            batch_2d=args.batch_2d, batch_3d=args.batch_3d, tta=args.tta,
                            skip_air=not args.no_skip_air, rule=args.rule, cue_threshold=args.cue_threshold,
                            low_threshold=args.low_threshold, high_threshold=args.high_threshold)
@@ -230,7 +254,8 @@ def _infer(args) -> int:
         report_path = args.out / REPORT
     outputs = OutputOptions(out_dir, fmt, args.save_probs, args.qc, args.overwrite)
     start = time.perf_counter()
-    engine = Engine(args.engine, options)  # a bad engine directory is reported before any input is scanned
+    # a bad engine directory is reported before any input is scanned
+    engine = open_engine(args.engine, options, keep_maps=args.save_probs)
     refs = find_studies(inputs, args.pet_channel, args.ct_channel)
     if not refs:
         print(f"l2s-infer: no study found below {', '.join(map(str, inputs))}", file=sys.stderr)
@@ -238,7 +263,7 @@ def _infer(args) -> int:
     with engine:
         info = engine.describe()
         print(f"backend: {info['name']} {info['version'] or ''} ({info['precision']}, {info['folds']} fold(s), "
-              f"{info['preset']} preset, fusion {info['rule']}) from {args.engine}; {len(refs)} stud"
+              f"{info['preset']} preset, fusion {info['rule']}{_gpu_words(info)}) from {args.engine}; {len(refs)} stud"
               f"{'y' if len(refs) == 1 else 'ies'} -> {out_dir}")
         records = run_studies(engine, refs, outputs, progress=not args.quiet)
         report_path.parent.mkdir(parents=True, exist_ok=True)

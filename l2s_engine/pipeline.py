@@ -188,3 +188,17 @@ class Engine:
         mask = fuse(opts.rule, p3d, cue, self.fusion)
         times["fusion"] = time.perf_counter() - start
         return Segmentation(mask, p3d, cue, times, work)
+
+
+def open_engine(engine_dir: Path, options: InferOptions = InferOptions(), keep_maps: bool = True) -> Engine:
+    """The host pipeline, or the GPU pipeline (``cuda.engine.DeviceEngine``) for the tensorrt
+    backend and for any backend asked to run on ``cuda``.
+
+    Args:
+        keep_maps: the GPU pipeline copies the probability maps back only when asked.
+    """
+    if options.backend == "tensorrt" or (options.device or "cpu").startswith("cuda"):
+        from .cuda.engine import DeviceEngine
+
+        return DeviceEngine(engine_dir, options, keep_maps=keep_maps)
+    return Engine(engine_dir, options)

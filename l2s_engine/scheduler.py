@@ -127,7 +127,9 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
     slot = threading.Semaphore(1)  # one study read ahead, loaded or loading
     to_write: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
-    reader = threading.Thread(target=_read_all, args=(todo, loaded, slot, stop), name="l2s-reader", daemon=True)
+    # the GPU pipeline uploads the next study from the reader thread while this one runs
+    stage = getattr(engine, "stage", None)
+    reader = threading.Thread(target=_read_all, args=(todo, loaded, slot, stop, stage), name="l2s-reader", daemon=True)
     writer = threading.Thread(target=_write_all, args=(to_write, outputs, records), name="l2s-writer", daemon=True)
     reader.start()
     writer.start()
@@ -136,14 +138,17 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
     try:
         while (item := loaded.get()) is not _DONE:
             slot.release()
-            ref, study, error, seconds = item
+            ref, study, staged, error, seconds = item
             del item
             record = records[ref.case_id]
             record.timings["read"] = seconds
+            if staged is not None:  # host side of the upload, in the reader thread
+                record.timings["read"] = seconds - staged.seconds
+                record.timings["stage"] = staged.seconds
             if error is None:
                 batches.set_description(ref.case_id[:24])
-                job, error = _segment(engine, study, record, outputs, batches)
-                del study
+                job, error = _segment(engine, study, staged, record, outputs, batches)
+                del study, staged
                 if job is not None:
                     to_write.put(job)
                     del job
@@ -161,10 +166,11 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
     return [records[r.case_id] for r in refs]
 
 
-def _segment(engine: Engine, study, record: StudyRecord, outputs: OutputOptions, progress) -> tuple:
+def _segment(engine: Engine, study, staged, record: StudyRecord, outputs: OutputOptions, progress) -> tuple:
     """(write job, None) for one loaded study, or (None, the exception)."""
     try:
-        result = engine.segment(study.pet, study.ct, study.geometry, progress=progress)
+        extra = {} if staged is None else {"staged": staged}
+        result = engine.segment(study.pet, study.ct, study.geometry, progress=progress, **extra)
         record.timings.update(result.timings)
         record.work = result.work
         record.mask_voxels = int(result.mask.sum())
@@ -185,16 +191,20 @@ def _segment(engine: Engine, study, record: StudyRecord, outputs: OutputOptions,
         return None, exc
 
 
-def _read_all(refs: list[StudyRef], loaded: queue.Queue, slot: threading.Semaphore, stop: threading.Event) -> None:
+def _read_all(refs: list[StudyRef], loaded: queue.Queue, slot: threading.Semaphore, stop: threading.Event,
+              stage=None) -> None:
     for ref in refs:
         slot.acquire()
         if stop.is_set():
             return
         start = time.perf_counter()
         try:
-            item = (ref, load_study(ref), None, time.perf_counter() - start)
+            study = load_study(ref)
+            staged = stage(study.pet, study.ct) if stage is not None else None
+            item = (ref, study, staged, None, time.perf_counter() - start)
+            del study, staged
         except Exception as exc:  # reported by the main thread with the study's name
-            item = (ref, None, exc, time.perf_counter() - start)
+            item = (ref, None, None, exc, time.perf_counter() - start)
         loaded.put(item)
         del item
     loaded.put(_DONE)

@@ -122,3 +122,13 @@ def test_memory_does_not_grow_with_the_number_of_studies(engine, tmp_path):
     two, ten = _peak(engine, tmp_path / "two", tmp_path / "o2"), _peak(engine, tmp_path / "ten", tmp_path / "o10")
     # one small study's arrays are about 60 MiB: keeping them would add hundreds of MiB
     assert ten - two < 40, (two, ten)
+
+
+def test_backend_auto_says_what_it_chose(engine, tmp_path, capsys):
+    _studies(tmp_path / "in", 1)
+    assert infer_main([str(tmp_path / "in"), "--engine", str(engine), "-o", str(tmp_path / "out"), "-q",
+                       "--backend", "auto"]) == 0
+    out = capsys.readouterr().out
+    # the stand-in engine has ONNX graphs only: whatever the machine, the CPU backend, with the reasons
+    assert "backend auto: onnxruntime on cpu (passed over: tensorrt: " in out and "; torch: " in out
+    assert _report(tmp_path / "out")["backend"]["name"] == "onnxruntime"
