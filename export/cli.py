@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("weights", type=Path, nargs="+", help="weights directory, or one per fold")
     parser.add_argument("-o", "--out", type=Path, help="engine directory (default: engines/ beside the first weights)")
     parser.add_argument("--no-tensorrt", action="store_true", help="export ONNX only")
+    parser.add_argument("--programs-only", action="store_true",
+                        help="write only the torch.export programs (.pt2) and the manifest: what the torch backend "
+                             "runs, e.g. on a GPU host with torch but without the ONNX toolchain")
     parser.add_argument("--batch-2d", type=parse_profile, default=(1, 16, 32), help="TensorRT profile MIN,OPT,MAX (default 1,16,32)")
     parser.add_argument("--batch-3d", type=parse_profile, default=(1, 2, 4), help="TensorRT profile MIN,OPT,MAX (default 1,2,4)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -33,10 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = check_weights_dirs(args.weights)
         check_writable(out)
-        from .pipeline import export_all
+        from .pipeline import export_all, export_programs
 
-        export_all(args.weights, spec, out, tensorrt=not args.no_tensorrt,
-                   profiles={"loc2d": args.batch_2d, "seg3d": args.batch_3d})
+        if args.programs_only:
+            export_programs(args.weights, spec, out)
+        else:
+            export_all(args.weights, spec, out, tensorrt=not args.no_tensorrt,
+                       profiles={"loc2d": args.batch_2d, "seg3d": args.batch_3d})
     except L2SError as exc:
         print(f"l2s-export: {exc}", file=sys.stderr)
         return 2

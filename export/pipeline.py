@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from l2s_engine.manifest import MANIFEST, ModelFile, TensorInfo, manifest_dict, sha256_of
-from l2s_engine.metrics import case_metrics
 from l2s_engine.phantoms import make_phantom
 from l2s_engine.pipeline import Engine, InferOptions
 from l2s_engine.preprocess import slices_to_input, to_coronal, window
@@ -89,12 +88,8 @@ def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
             for path, precision, d in ((fp32, "fp32", diff), (fp16, "fp16", diff16)):
                 files.append(ModelFile(role, fold, "onnx", precision, path.name, sha256_of(path), inputs, outputs,
                                        {"opset": OPSET, "max_abs_prob_diff_vs_torch_fp32": d}))
-            pt2 = export_pt2(model, role, spec, out / f"{stem}.pt2")
-            diff_pt2 = max_module_difference(model, load_pt2(pt2), batches)
-            files.append(ModelFile(role, fold, "pt2", "fp32", pt2.name, sha256_of(pt2), inputs, outputs,
-                                   {"torch": torch.__version__, "max_abs_prob_diff_vs_torch_fp32": diff_pt2}))
-    info = {"exporter": "l2s-export", "torch": torch.__version__, "python": platform.python_version(),
-            "weights": [str(w) for w in weights_dirs]}
+            files.append(_program(model, role, fold, stem, spec, out, batches))
+    info = _info(weights_dirs)
     write_manifest(out, spec, files, info)  # the runtime opens engine directories through it
     info["fp16_agreement"] = fp16_agreement(out, check_studies)
     if tensorrt:
@@ -113,6 +108,35 @@ def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
     return out
 
 
+def _program(model, role: str, fold: int, stem: str, spec: Spec, out: Path, batches) -> ModelFile:
+    """Export one network as a torch.export program, checked against the module."""
+    inputs, outputs = _tensor_info(role, spec)
+    pt2 = export_pt2(model, role, spec, out / f"{stem}.pt2")
+    diff = max_module_difference(model, load_pt2(pt2), batches)
+    if diff > PARITY_LIMIT:
+        raise ExportError(f"{pt2}: the exported program differs from PyTorch by {diff:.2e} in probability")
+    return ModelFile(role, fold, "pt2", "fp32", pt2.name, sha256_of(pt2), inputs, outputs,
+                     {"torch": torch.__version__, "max_abs_prob_diff_vs_torch_fp32": diff})
+
+
+def _info(weights_dirs: list[Path]) -> dict:
+    return {"exporter": "l2s-export", "torch": torch.__version__, "python": platform.python_version(),
+            "weights": [str(w) for w in weights_dirs]}
+
+
+def export_programs(weights_dirs: list[Path], spec: Spec, out: Path) -> Path:
+    """Only the torch.export programs and the manifest (``l2s-export --programs-only``): what
+    the torch backend runs, where the ONNX toolchain is absent (e.g. the GPU check)."""
+    files = []
+    for fold, wdir in enumerate(weights_dirs):
+        for role, build in BUILDERS.items():
+            model = load_weights(build(getattr(spec, role)), wdir, role).eval()
+            stem = role if len(weights_dirs) == 1 else f"{role}_fold{fold}"
+            files.append(_program(model, role, fold, stem, spec, out, parity_batches(role, spec)))
+    write_manifest(out, spec, files, {**_info(weights_dirs), "programs_only": True})
+    return out
+
+
 def fp16_agreement(out: Path, studies: int) -> dict:
     """Dice between the masks of the runtime pipeline (``l2s_engine.pipeline.Engine``, ONNX
     Runtime on the CPU) with the fp16 and with the fp32 graphs on phantom studies, and the
@@ -128,6 +152,8 @@ def fp16_agreement(out: Path, studies: int) -> dict:
 
 
 def _agreement_row(case_id: str, runs: dict, low_threshold: float) -> dict:
+    from l2s_engine.metrics import case_metrics  # cc3d: not needed by --programs-only (GPU hosts)
+
     masks = {p: r.mask for p, r in runs.items()}
     probs = {p: r.p3d for p, r in runs.items()}
     row = {"case_id": case_id, "max_abs_p3d_diff": float(np.abs(probs["fp16"] - probs["fp32"]).max())}

@@ -91,3 +91,18 @@ def test_onnx_runtime_matches_pytorch(tmp_path, name, role):
     model = (Loc2DNet(spec.loc2d) if role == "loc2d" else Seg3DNet(spec.seg3d)).eval()
     path = export_fp32(model, role, spec, tmp_path / f"{role}.onnx")
     assert max_probability_difference(model, path, parity_batches(role, spec)) <= PARITY_LIMIT
+
+
+def test_programs_only_export_runs_the_torch_backend_like_onnx_runtime(engine_dir, tmp_path):
+    from l2s_engine.phantoms import make_phantom
+    from l2s_engine.pipeline import Engine, InferOptions
+
+    out = tmp_path / "programs"
+    assert main([str(DEMO), "-o", str(out), "--programs-only"]) == 0
+    manifest = read_manifest(out)
+    assert sorted(f.path for f in manifest.files) == ["loc2d.pt2", "seg3d.pt2"]
+    phantom = make_phantom(2, seed=1000, size="small")
+    with Engine(out, InferOptions(backend="torch")) as torch_engine, Engine(engine_dir) as ort_engine:
+        got = torch_engine.segment(phantom.pet, phantom.ct, phantom.geometry).mask
+        ref = ort_engine.segment(phantom.pet, phantom.ct, phantom.geometry).mask
+    assert ref.sum() > 0 and int((got != ref).sum()) <= 2
