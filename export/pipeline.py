@@ -76,18 +76,12 @@ def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
             stem = role if len(weights_dirs) == 1 else f"{role}_fold{fold}"
             inputs, outputs = _tensor_info(role, spec)
             batches = parity_batches(role, spec)
-            fp32 = export_fp32(model, role, spec, out / f"{stem}.onnx")
-            diff = max_probability_difference(model, fp32, batches)
-            log.info("%s fold %d: ONNX Runtime vs PyTorch, max |dp| = %.2e", role, fold, diff)
-            if diff > PARITY_LIMIT:
-                raise ExportError(f"{fp32}: ONNX Runtime differs from PyTorch by {diff:.2e} in probability "
-                                  f"(limit {PARITY_LIMIT:g}); the export is not trustworthy")
+            files.append(_onnx_fp32(model, role, fold, stem, spec, out, batches))
             fp16 = export_fp16(model, role, spec, out / f"{stem}_fp16.onnx")
             diff16 = max_probability_difference(model, fp16, batches)
             log.info("%s fold %d: fp16 graph vs PyTorch fp32, max |dp| = %.2e", role, fold, diff16)
-            for path, precision, d in ((fp32, "fp32", diff), (fp16, "fp16", diff16)):
-                files.append(ModelFile(role, fold, "onnx", precision, path.name, sha256_of(path), inputs, outputs,
-                                       {"opset": OPSET, "max_abs_prob_diff_vs_torch_fp32": d}))
+            files.append(ModelFile(role, fold, "onnx", "fp16", fp16.name, sha256_of(fp16), inputs, outputs,
+                                   {"opset": OPSET, "max_abs_prob_diff_vs_torch_fp32": diff16}))
             files.append(_program(model, role, fold, stem, spec, out, batches))
     info = _info(weights_dirs)
     write_manifest(out, spec, files, info)  # the runtime opens engine directories through it
@@ -108,6 +102,19 @@ def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
     return out
 
 
+def _onnx_fp32(model, role: str, fold: int, stem: str, spec: Spec, out: Path, batches) -> ModelFile:
+    """Export one network as an fp32 ONNX graph; ONNX Runtime must match PyTorch."""
+    inputs, outputs = _tensor_info(role, spec)
+    fp32 = export_fp32(model, role, spec, out / f"{stem}.onnx")
+    diff = max_probability_difference(model, fp32, batches)
+    log.info("%s fold %d: ONNX Runtime vs PyTorch, max |dp| = %.2e", role, fold, diff)
+    if diff > PARITY_LIMIT:
+        raise ExportError(f"{fp32}: ONNX Runtime differs from PyTorch by {diff:.2e} in probability "
+                          f"(limit {PARITY_LIMIT:g}); the export is not trustworthy")
+    return ModelFile(role, fold, "onnx", "fp32", fp32.name, sha256_of(fp32), inputs, outputs,
+                     {"opset": OPSET, "max_abs_prob_diff_vs_torch_fp32": diff})
+
+
 def _program(model, role: str, fold: int, stem: str, spec: Spec, out: Path, batches) -> ModelFile:
     """Export one network as a torch.export program, checked against the module."""
     inputs, outputs = _tensor_info(role, spec)
@@ -124,16 +131,21 @@ def _info(weights_dirs: list[Path]) -> dict:
             "weights": [str(w) for w in weights_dirs]}
 
 
-def export_programs(weights_dirs: list[Path], spec: Spec, out: Path) -> Path:
-    """Only the torch.export programs and the manifest (``l2s-export --programs-only``): what
-    the torch backend runs, where the ONNX toolchain is absent (e.g. the GPU check)."""
+def export_programs(weights_dirs: list[Path], spec: Spec, out: Path, onnx_fp32: bool = False) -> Path:
+    """Only the torch.export programs (and, with ``onnx_fp32``, the fp32 ONNX graphs) and the
+    manifest: ``l2s-export --programs-only``, for GPU hosts without the ONNX toolchain, and
+    the benchmarks (no fp16 graphs, no agreement run)."""
+    out.mkdir(parents=True, exist_ok=True)
     files = []
     for fold, wdir in enumerate(weights_dirs):
         for role, build in BUILDERS.items():
             model = load_weights(build(getattr(spec, role)), wdir, role).eval()
             stem = role if len(weights_dirs) == 1 else f"{role}_fold{fold}"
-            files.append(_program(model, role, fold, stem, spec, out, parity_batches(role, spec)))
-    write_manifest(out, spec, files, {**_info(weights_dirs), "programs_only": True})
+            batches = parity_batches(role, spec)
+            if onnx_fp32:
+                files.append(_onnx_fp32(model, role, fold, stem, spec, out, batches))
+            files.append(_program(model, role, fold, stem, spec, out, batches))
+    write_manifest(out, spec, files, {**_info(weights_dirs), "programs_only": not onnx_fp32})
     return out
 
 

@@ -1,0 +1,60 @@
+"""The physical floor: FLOPs of a network pass (counted from the network) and the machine's
+measured matmul peak."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+
+def conv_flops(model, sample) -> int:
+    """FLOPs (2 x multiply-adds) of the convolution and linear layers in one forward pass of
+    ``sample``: what dominates these U-Nets. Normalisations, activations, pooling and
+    resampling are not counted (each a few operations per element, under 2% here)."""
+    import torch
+    from torch import nn
+
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+            total += 2 * output.numel() * per_output
+        elif isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            per_input = (module.out_channels // module.groups) * math.prod(module.kernel_size)
+            total += 2 * inputs[0].numel() * per_input
+        elif isinstance(module, nn.Linear):
+            total += 2 * output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model(sample)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def per_item_flops(model, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one slice or window (the pass on a batch of one)."""
+    import torch
+
+    return conv_flops(model.eval(), torch.zeros((1, *input_shape[1:])))
+
+
+def matmul_peak(n: int = 4096, repeats: int = 3) -> dict:
+    """Best float32 matmul rate of numpy's BLAS on this machine (all its threads)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    a @ b  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return {"n": n, "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}

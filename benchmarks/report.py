@@ -1,0 +1,172 @@
+"""The benchmark's numbers per pipeline, the machine, and the JSON / Markdown / PNG report."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("read", "preprocess", "2d", "3d", "fusion", "write")
+CPU_TARGETS = {"speedup": 2.5, "network_share_of_peak": 0.40}
+
+
+def machine() -> dict:
+    """CPU model, cores, GPU (if torch sees one) and the versions that matter."""
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("numpy", "onnxruntime", "torch", "monai", "l2s-engine"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(), **versions}
+
+
+def device_slug(info: dict) -> str:
+    name = info["gpu"] or f"cpu-{info['cores']}core-{info['cpu']}"
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")[:60]
+
+
+def summarise(runs: dict, flops: dict, peak: dict, reference: str) -> dict:
+    """Per pipeline: mean stage times, end-to-end p50/p95, throughput, memory, FLOP/s, mask check."""
+    ref_e2e = float(np.mean([r["end_to_end"] for r in runs[reference]["studies"]]))
+    out = {}
+    for name, run in runs.items():
+        rows = run["studies"]
+        e2e = np.array([r["end_to_end"] for r in rows])
+        stage = {s: float(np.mean([r["seconds"].get(s, 0.0) for r in rows])) for s in STAGES}
+        slices = float(np.mean([r["work"]["slices_run"] for r in rows]))
+        windows = float(np.mean([r["work"]["windows_run"] for r in rows]))
+        f2d, f3d = slices * flops["2d_per_slice"], windows * flops["3d_per_window"]
+        rate = {"2d": f2d / stage["2d"] / 1e9 if stage["2d"] else None,
+                "3d": f3d / stage["3d"] / 1e9 if stage["3d"] else None,
+                "networks": (f2d + f3d) / (stage["2d"] + stage["3d"]) / 1e9}
+        dices = run["dice_vs_" + reference]
+        scored = [d for d in dices if d is not None]
+        summary = {
+            "stage_seconds": stage, "end_to_end_p50": float(np.percentile(e2e, 50)),
+            "end_to_end_p95": float(np.percentile(e2e, 95)), "end_to_end_mean": float(e2e.mean()),
+            "studies_per_minute_one_at_a_time": 60.0 / float(e2e.mean()),
+            "peak_rss_mb": run["peak_rss_mb"], "slices_run_mean": slices, "windows_run_mean": windows,
+            "gflop_2d": f2d / 1e9, "gflop_3d": f3d / 1e9, "gflops_achieved": rate,
+            "share_of_matmul_peak": {k: (v / peak["gflops"] if v else None) for k, v in rate.items()},
+            "outside_networks_share": 1.0 - (stage["2d"] + stage["3d"]) / float(e2e.mean()),
+            "dice_vs_reference": dices, "masks_both_empty": sum(d is None for d in dices),
+            "comparison_void": any(d < 0.995 for d in scored),
+            f"time_over_{reference}": float(e2e.mean()) / ref_e2e,
+        }
+        if "pipelined_seconds" in run:
+            summary["studies_per_minute_pipelined"] = 60.0 * len(rows) / run["pipelined_seconds"]
+            summary["pipelined_failed"] = run["pipelined_failed"]
+        if "backend" in run:
+            summary["backend"] = {k: run["backend"].get(k) for k in ("name", "version", "precision", "files")}
+        out[name] = summary
+    return out
+
+
+def _fmt(v, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def markdown(report: dict) -> str:
+    m, a, ref = report["machine"], report["args"], report["reference"]
+    pipes = report["pipelines"]
+    lines = [f"# Benchmark {report['date']}: {m['gpu'] or m['cpu']}", "",
+             f"{m['cores']} cores ({m['cpu']}), GPU: {m['gpu'] or 'none'}; Python {m['python']}, numpy {m['numpy']}, "
+             f"onnxruntime {m['onnxruntime']}, torch {m['torch']}, monai {m['monai']}.", "",
+             f"`{a['preset']}` preset, {a['scans']} `{a['size']}` phantom studies (seed 4242), {a['threads']} threads; "
+             f"weights `{report['weights']}`. Each pipeline in its own process, after a warm-up study. Matmul peak "
+             f"(float32 {report['matmul_peak']['n']}^3, numpy): {report['matmul_peak']['gflops']:.1f} GFLOP/s. FLOPs "
+             f"per 2D slice {report['flops_per_item']['2d_per_slice'] / 1e9:.2f} G, per 3D window "
+             f"{report['flops_per_item']['3d_per_window'] / 1e9:.2f} G (convolutions, counted from the networks).", "",
+             "Mean seconds per study:", "",
+             "| pipeline | " + " | ".join(STAGES) + " | end to end p50 | p95 | time / " + ref + " |",
+             "|---|" + "---|" * len(STAGES) + "---|---|---|"]
+    for name, p in pipes.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(p["stage_seconds"][s], 3) for s in STAGES)
+                     + f" | {_fmt(p['end_to_end_p50'])} | {_fmt(p['end_to_end_p95'])} | {_fmt(p[f'time_over_{ref}'])}x |")
+    lines += ["", "| pipeline | studies/min one at a time | pipelined | peak RSS MiB | slices run | windows run | "
+              "2D GFLOP/s (% peak) | 3D GFLOP/s (% peak) | networks (% peak) | outside networks | mask Dice vs "
+              + ref + " |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, p in pipes.items():
+        g, s = p["gflops_achieved"], p["share_of_matmul_peak"]
+        cells = [f"{_fmt(g[k], 1)} ({_fmt(100 * s[k] if s[k] else None, 0)}%)" for k in ("2d", "3d", "networks")]
+        dices = [d for d in p["dice_vs_reference"] if d is not None]
+        check = ("VOID (Dice < 0.995)" if p["comparison_void"] else
+                 f"min {min(dices):.4f}" if dices else "all masks empty") + (
+                 f", {p['masks_both_empty']} both empty" if p["masks_both_empty"] and dices else "")
+        lines.append(f"| {name} | {_fmt(p['studies_per_minute_one_at_a_time'])} | "
+                     f"{_fmt(p.get('studies_per_minute_pipelined'))} | {p['peak_rss_mb']:.0f} | "
+                     f"{p['slices_run_mean']:.0f} | {p['windows_run_mean']:.0f} | " + " | ".join(cells)
+                     + f" | {100 * p['outside_networks_share']:.1f}% | {check} |")
+    lines += ["", "Ratios (end to end, mean; higher is better for ours):", ""]
+    ours = [n for n in pipes if n.startswith("ours-")]
+    peers = [n for n in pipes if not n.startswith("ours-")]
+    for o in ours:
+        for peer in peers:
+            r = pipes[peer]["end_to_end_mean"] / pipes[o]["end_to_end_mean"]
+            mem = pipes[o]["peak_rss_mb"] <= pipes[peer]["peak_rss_mb"]
+            lines.append(f"- {o} vs {peer}: **{r:.2f}x** faster (target >= {CPU_TARGETS['speedup']}x on the CPU: "
+                         f"{'met' if r >= CPU_TARGETS['speedup'] else 'NOT met'}); peak memory "
+                         f"{pipes[o]['peak_rss_mb']:.0f} vs {pipes[peer]['peak_rss_mb']:.0f} MiB "
+                         f"({'at most the peer' if mem else 'MORE than the peer'})")
+        share = pipes[o]["share_of_matmul_peak"]["networks"]
+        lines.append(f"- {o}: network stages at {100 * share:.0f}% of the matmul peak (target >= "
+                     f"{100 * CPU_TARGETS['network_share_of_peak']:.0f}%: "
+                     f"{'met' if share >= CPU_TARGETS['network_share_of_peak'] else 'NOT met'})")
+    lines += ["", f"![stage breakdown]({report['slug']}-{report['date']}.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pipes = report["pipelines"]
+    names = list(pipes)
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(names) + 1.5))
+    left = np.zeros(len(names))
+    for stage in STAGES:
+        values = np.array([pipes[n]["stage_seconds"][stage] for n in names])
+        ax.barh(names, values, left=left, label=stage)
+        left += values
+    ax.set_xlabel("seconds per study (mean)")
+    ax.set_title(f"{report['args']['preset']} preset, {report['args']['size']} studies: stage breakdown")
+    ax.invert_yaxis()
+    ax.legend(ncol=len(STAGES), fontsize="small", loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(report: dict, out: Path) -> dict:
+    """``<device>-<date>.json``, ``.md`` and ``.png`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    report["slug"] = device_slug(report["machine"])
+    stem = out / f"{report['slug']}-{report['date']}"
+    paths = {"json": stem.with_suffix(".json"), "md": stem.with_suffix(".md"), "png": stem.with_suffix(".png")}
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, paths["png"])
+    paths["md"].write_text(markdown(report))
+    return paths

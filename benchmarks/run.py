@@ -1,0 +1,267 @@
+"""Latency report: our pipelines and the peers, side by side on the same studies and weights.
+
+    python benchmarks/run.py [--preset paper|lite] [--size small|full] [--scans N]
+        [--backends onnxruntime,torch,tensorrt] [--peers monai,nnunet-style] [--out DIR] [--quick]
+
+Phantom studies are generated as files (autoPET layout) under ``--work``; the weights are the
+committed demo weights (``lite``) or, for ``paper``, the paper-size networks with seeded random
+weights whose output layers are shifted so that about 2% of 2D pixels and 1% of 3D voxels
+come out positive (random networks give no masks otherwise, and the mask check would be
+empty). Each pipeline runs in its own process (so its peak memory is its own), after a
+warm-up on the first study, one study at a time: read, preprocess, 2D, 3D, fusion, write; ours
+also pipelined (reader and writer threads, ``l2s_engine.scheduler``). Every pipeline's masks
+are compared with ours (Dice >= 0.995, else the comparison is void and says so). FLOPs of the
+slices and windows each pipeline actually ran are counted from the networks; the machine's
+float32 matmul peak is measured in the same run.
+
+Writes ``<device>-<date>.json``, ``.md`` and ``.png`` into ``--out`` (default
+``benchmarks/results``). ``--quick``: lite, tiny, 2 studies (CI checks the report's fields).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+DEMO = ROOT / "weights" / "demo"
+SEED = 4242  # the benchmark's phantom set
+PAPER_SEED = 0
+VOID_DICE = 0.995
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=("paper", "lite"), default="paper")
+    p.add_argument("--size", choices=("tiny", "small", "full"), default="small")
+    p.add_argument("--scans", type=int, default=3, help="studies to time (default 3)")
+    p.add_argument("--backends", default="onnxruntime", help="our backends, comma-separated (default onnxruntime)")
+    p.add_argument("--peers", default="monai,nnunet-style", help="peer pipelines, comma-separated ('' for none)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of every pipeline (default: all)")
+    p.add_argument("--out", type=Path, default=HERE / "results", help="report folder (default benchmarks/results)")
+    p.add_argument("--work", type=Path, default=ROOT / "data" / "bench", help="studies, weights, engines (default data/bench)")
+    p.add_argument("--quick", action="store_true", help="lite, tiny, 2 studies: checks that the benchmark runs")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--engine", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--studies", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.preset, args.size, args.scans = "lite", "tiny", 2
+    args.backends = [b for b in args.backends.split(",") if b]
+    args.peers = [b for b in args.peers.split(",") if b]
+    return args
+
+
+# ---- preparation (parent process) --------------------------------------------------------------
+
+def studies_dir(work: Path, size: str, n: int) -> Path:
+    """``n`` phantom studies of ``size`` written once under ``work``."""
+    from l2s_engine.phantoms import make_phantom
+    from l2s_engine.phantoms.files import write_study
+
+    folder = work / f"studies-{size}-{SEED}-{n}"
+    if not (folder / ".complete").exists():
+        for i in range(n):
+            write_study(make_phantom(i, seed=SEED, size=size), folder, "autopet")
+        (folder / ".complete").write_text("")
+    return folder
+
+
+def paper_weights(work: Path, sample) -> Path:
+    """Paper-size networks with seeded random weights, output layers calibrated on ``sample``."""
+    import torch
+
+    from l2s_engine.preprocess import slices_to_input, to_coronal, window
+    from l2s_engine.spec import preset
+    from l2s_training.models import Loc2DNet, Seg3DNet
+    from l2s_training.weights import save_weights, write_config
+
+    out = work / f"weights-paper-{PAPER_SEED}"
+    if (out / "config.json").exists():
+        return out
+    spec = preset("paper")
+    torch.manual_seed(PAPER_SEED)
+    loc, seg = Loc2DNet(spec.loc2d).eval(), Seg3DNet(spec.seg3d).eval()
+    pet2 = to_coronal(window(sample.pet, *spec.loc2d.suv_window), sample.geometry)
+    slices = slices_to_input(pet2, np.array([pet2.shape[0] // 2]), spec.loc2d.resize, spec.loc2d.crop,
+                             spec.loc2d.in_slices)
+    volume = np.stack([window(sample.pet, *spec.seg3d.suv_window), window(sample.ct, *spec.seg3d.ct_window)])
+    patch = spec.seg3d.patch
+    pads = [(max(p - n, 0) // 2, max(p - n, 0) - max(p - n, 0) // 2) for n, p in zip(volume.shape[1:], patch)]
+    volume = np.pad(volume, [(0, 0), *pads], constant_values=-1.0)
+    starts = [(n - p) // 2 for n, p in zip(volume.shape[1:], patch)]
+    window3d = volume[(slice(None), *(slice(s, s + p) for s, p in zip(starts, patch)))][None]
+    with torch.inference_mode():
+        for net, x, keep in ((loc, slices, 0.98), (seg, window3d, 0.99)):
+            logits = net(torch.from_numpy(np.ascontiguousarray(x)))
+            net.head.bias -= torch.quantile(logits.flatten()[::7], keep)
+    save_weights(loc, out, "loc2d")
+    save_weights(seg, out, "seg3d")
+    write_config(out, spec, {"benchmark": f"random weights, seed {PAPER_SEED}, heads calibrated to ~2% / ~1% positives"})
+    return out
+
+
+def engine_dir(work: Path, weights: Path, preset_name: str) -> Path:
+    """fp32 ONNX graphs and torch programs of ``weights`` (parity-checked), exported once."""
+    from l2s_export.checks import check_weights_dirs
+    from l2s_export.pipeline import export_programs
+
+    out = work / f"engine-{preset_name}-{weights.name}"
+    if not (out / "manifest.json").exists():
+        export_programs([weights], check_weights_dirs([weights]), out, onnx_fp32=True)
+    return out
+
+
+# ---- one pipeline (worker process) -------------------------------------------------------------
+
+def make_pipeline(name: str, engine: Path, weights: Path, threads: int):
+    """A ``segment(pet, ct, geometry) -> (mask, timings, work)`` callable, and our Engine or None."""
+    if name.startswith("ours-"):
+        from l2s_engine.pipeline import InferOptions, open_engine
+
+        engine_obj = open_engine(engine, InferOptions(backend=name[5:], threads=threads), keep_maps=False)
+        engine_obj.__enter__()
+
+        def segment(pet, ct, geometry):
+            r = engine_obj.segment(pet, ct, geometry)
+            return r.mask, r.timings, r.work
+
+        return segment, engine_obj
+    import torch
+
+    from l2s_training.models import Loc2DNet, Seg3DNet
+    from l2s_training.weights import load_weights, read_config
+    from peers import PEERS
+
+    torch.set_num_threads(threads)
+    spec, _ = read_config(weights)
+    loc = load_weights(Loc2DNet(spec.loc2d), weights, "loc2d")
+    seg = load_weights(Seg3DNet(spec.seg3d), weights, "seg3d")
+    return PEERS[name](loc, seg, spec).segment, None
+
+
+def worker(args) -> int:
+    from l2s_engine.io import find_studies, load_study, write_mask
+    from l2s_engine.scheduler import OutputOptions, peak_rss_mb, run_studies
+
+    refs = find_studies([args.studies])
+    segment, engine = make_pipeline(args.worker, args.engine, args.weights, args.threads)
+    masks = args.result.with_suffix("")
+    masks.mkdir(parents=True, exist_ok=True)
+    first = load_study(refs[0])
+    segment(first.pet, first.ct, first.geometry)  # warm-up
+    del first
+    rows = []
+    for ref in refs:
+        t0 = time.perf_counter()
+        study = load_study(ref)
+        t1 = time.perf_counter()
+        mask, timings, work = segment(study.pet, study.ct, study.geometry)
+        t2 = time.perf_counter()
+        write_mask(mask, study.geometry, masks / f"{study.case_id}.nii.gz")
+        t3 = time.perf_counter()
+        np.save(masks / f"{study.case_id}.npy", mask)  # for the mask check, not timed
+        stages = {"read": t1 - t0, **{k: v for k, v in timings.items() if k in STAGES}, "write": t3 - t2}
+        rows.append({"case_id": study.case_id, "shape": list(study.pet.shape), "seconds": stages,
+                     "segment": t2 - t1, "end_to_end": t3 - t0, "work": work, "mask_voxels": int(mask.sum())})
+    result = {"pipeline": args.worker, "studies": rows}
+    if engine is not None:  # ours: also with the reader and writer threads
+        start = time.perf_counter()
+        records = run_studies(engine, refs, OutputOptions(masks / "pipelined", overwrite=True), progress=False)
+        result["pipelined_seconds"] = time.perf_counter() - start
+        result["pipelined_failed"] = sum(r.status != "ok" for r in records)
+        result["backend"] = engine.describe()
+        engine.__exit__(None, None, None)
+    result["peak_rss_mb"] = peak_rss_mb()
+    args.result.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+STAGES = ("read", "preprocess", "2d", "3d", "fusion", "write")
+
+
+# ---- the run (parent process) ------------------------------------------------------------------
+
+def run_worker(name: str, args, engine: Path, weights: Path, studies: Path, results: Path) -> dict:
+    out = results / f"{name}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--engine", str(engine),
+           "--weights", str(weights), "--studies", str(studies), "--result", str(out), "--threads", str(args.threads)]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    print(f"  {name}: done in {time.perf_counter() - start:.1f} s", flush=True)
+    return json.loads(out.read_text())
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float | None:
+    total = int(a.sum()) + int(b.sum())
+    return None if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return worker(args)
+    from flops import matmul_peak, per_item_flops
+    from report import machine, summarise, write_report
+
+    start = time.perf_counter()
+    args.work.mkdir(parents=True, exist_ok=True)
+    print(f"benchmark: {args.preset} preset, {args.scans} {args.size} studies, ours {args.backends}, "
+          f"peers {args.peers}, {args.threads} threads", flush=True)
+    studies = studies_dir(args.work, args.size, args.scans)
+    if args.preset == "lite":
+        weights = DEMO
+    else:
+        from l2s_engine.phantoms import make_phantom
+
+        weights = paper_weights(args.work, make_phantom(0, seed=SEED, size=args.size))
+    engine = engine_dir(args.work, weights, args.preset)
+    peak = matmul_peak()
+    print(f"matmul peak: {peak['gflops']:.1f} GFLOP/s (float32 {peak['n']}^3, numpy)", flush=True)
+    flops = item_flops(weights, per_item_flops)
+    pipelines = [f"ours-{b}" for b in args.backends] + args.peers
+    results_dir = Path(tempfile.mkdtemp(prefix="l2s-bench-", dir=args.work))
+    runs = {name: run_worker(name, args, engine, weights, studies, results_dir) for name in pipelines}
+    reference = pipelines[0]
+    for name, run in runs.items():
+        run["dice_vs_" + reference] = [dice(np.load(results_dir / name / f"{r['case_id']}.npy"),
+                                            np.load(results_dir / reference / f"{r['case_id']}.npy"))
+                                       for r in run["studies"]]
+    report = {"date": datetime.date.today().isoformat(), "machine": machine(), "args": {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in
+        ("worker", "engine", "weights", "studies", "result")}, "weights": str(weights), "engine": str(engine),
+        "matmul_peak": peak, "flops_per_item": flops, "reference": reference, "void_below_dice": VOID_DICE}
+    report["pipelines"] = summarise(runs, flops, peak, reference)
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    paths = write_report(report, args.out)
+    print(Path(paths["md"]).read_text())
+    print("written:", ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def item_flops(weights: Path, count) -> dict:
+    from l2s_export.onnx_graphs import input_shape
+    from l2s_training.models import Loc2DNet, Seg3DNet
+    from l2s_training.weights import read_config
+
+    spec, _ = read_config(weights)
+    return {"2d_per_slice": count(Loc2DNet(spec.loc2d), input_shape("loc2d", spec)),
+            "3d_per_window": count(Seg3DNet(spec.seg3d), input_shape("seg3d", spec))}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
