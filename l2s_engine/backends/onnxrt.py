@@ -41,6 +41,10 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # No memory arena: each session's arena keeps its peak for good, so the 2D and 3D
+        # sessions together held the sum of their peaks (paper nets, small study: 6.4 GiB peak
+        # RSS with arenas, 2.6 GiB without, same speed within noise).
+        options.enable_cpu_mem_arena = False
         if self.threads:
             options.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
