@@ -47,8 +47,11 @@ def per_item_flops(model, input_shape: tuple[int, ...]) -> int:
     return conv_flops(model.eval(), torch.zeros((1, *input_shape[1:])))
 
 
-def matmul_peak(n: int = 4096, repeats: int = 3) -> dict:
-    """Best float32 matmul rate of numpy's BLAS on this machine (all its threads)."""
+def matmul_peak(n: int = 4096, repeats: int = 3, device: str = "cpu") -> dict:
+    """Best matmul rate: float32 with numpy's BLAS on the CPU (all its threads), float16 with
+    torch on a CUDA device (the precision of our GPU pipeline)."""
+    if device.startswith("cuda"):
+        return _cuda_matmul_peak(device, 2 * n, repeats)
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     a @ b  # warm-up
@@ -57,4 +60,21 @@ def matmul_peak(n: int = 4096, repeats: int = 3) -> dict:
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
-    return {"n": n, "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}
+    return {"n": n, "dtype": "float32", "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}
+
+
+def _cuda_matmul_peak(device: str, n: int, repeats: int) -> dict:
+    import torch
+
+    a = torch.randn((n, n), device=device, dtype=torch.float16)
+    b = torch.randn((n, n), device=device, dtype=torch.float16)
+    a @ b
+    torch.cuda.synchronize(device)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        torch.cuda.synchronize(device)
+        best = min(best, (time.perf_counter() - start) / 10)
+    return {"n": n, "dtype": "float16", "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}

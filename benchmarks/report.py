@@ -67,7 +67,7 @@ def summarise(runs: dict, flops: dict, peak: dict, reference: str) -> dict:
             "stage_seconds": stage, "end_to_end_p50": float(np.percentile(e2e, 50)),
             "end_to_end_p95": float(np.percentile(e2e, 95)), "end_to_end_mean": float(e2e.mean()),
             "studies_per_minute_one_at_a_time": 60.0 / float(e2e.mean()),
-            "peak_rss_mb": run["peak_rss_mb"], "slices_run_mean": slices, "windows_run_mean": windows,
+            "peak_rss_mb": run["peak_rss_mb"], "peak_device_mb": run.get("peak_device_mb"), "slices_run_mean": slices, "windows_run_mean": windows,
             "gflop_2d": f2d / 1e9, "gflop_3d": f3d / 1e9, "gflops_achieved": rate,
             "share_of_matmul_peak": {k: (v / peak["gflops"] if v else None) for k, v in rate.items()},
             "outside_networks_share": 1.0 - (stage["2d"] + stage["3d"]) / float(e2e.mean()),
@@ -96,7 +96,8 @@ def markdown(report: dict) -> str:
              f"onnxruntime {m['onnxruntime']}, torch {m['torch']}, monai {m['monai']}.", "",
              f"`{a['preset']}` preset, {a['scans']} `{a['size']}` phantom studies (seed 4242), {a['threads']} threads; "
              f"weights `{report['weights']}`. Each pipeline in its own process, after a warm-up study. Matmul peak "
-             f"(float32 {report['matmul_peak']['n']}^3, numpy): {report['matmul_peak']['gflops']:.1f} GFLOP/s. FLOPs "
+             f"({report['matmul_peak']['dtype']} {report['matmul_peak']['n']}^3 on {a['device']}): "
+             f"{report['matmul_peak']['gflops']:.1f} GFLOP/s. FLOPs "
              f"per 2D slice {report['flops_per_item']['2d_per_slice'] / 1e9:.2f} G, per 3D window "
              f"{report['flops_per_item']['3d_per_window'] / 1e9:.2f} G (convolutions, counted from the networks).", "",
              "Mean seconds per study:", "",

@@ -51,6 +51,8 @@ def parse_args(argv):
     p.add_argument("--backends", default="onnxruntime", help="our backends, comma-separated (default onnxruntime)")
     p.add_argument("--peers", default="monai,nnunet-style", help="peer pipelines, comma-separated ('' for none)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of every pipeline (default: all)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where ours (torch fp16 + CuPy GPU pipeline; "
+                                                   "tensorrt) and the peers (torch fp32) run (default cpu)")
     p.add_argument("--out", type=Path, default=HERE / "results", help="report folder (default benchmarks/results)")
     p.add_argument("--work", type=Path, default=ROOT / "data" / "bench", help="studies, weights, engines (default data/bench)")
     p.add_argument("--quick", action="store_true", help="lite, tiny, 2 studies: checks that the benchmark runs")
@@ -152,13 +154,15 @@ def engine_dir(work: Path, weights: Path, preset_name: str) -> Path:
 
 # ---- one pipeline (worker process) -------------------------------------------------------------
 
-def make_pipeline(name: str, engine: Path, weights: Path, threads: int):
+def make_pipeline(name: str, engine: Path, weights: Path, threads: int, device: str = "cpu"):
     """A ``segment(pet, ct, geometry) -> (mask, timings, work)`` callable, and our Engine or None."""
     if name.startswith("ours-"):
         from l2s_engine.pipeline import InferOptions, open_engine
 
         backend, _, variant = name[5:].partition("-")
-        options = InferOptions(backend=backend, threads=threads, skip_air=variant != ALL_SLICES)
+        gpu = device.startswith("cuda") and backend != "onnxruntime"
+        options = InferOptions(backend=backend, threads=threads, skip_air=variant != ALL_SLICES,
+                               device=device if gpu else None, precision="fp16" if gpu else "fp32")
         engine_obj = open_engine(engine, options, keep_maps=False)
         engine_obj.__enter__()
 
@@ -177,7 +181,7 @@ def make_pipeline(name: str, engine: Path, weights: Path, threads: int):
     spec, _ = read_config(weights)
     loc = load_weights(Loc2DNet(spec.loc2d), weights, "loc2d")
     seg = load_weights(Seg3DNet(spec.seg3d), weights, "seg3d")
-    return PEERS[name](loc, seg, spec).segment, None
+    return PEERS[name](loc, seg, spec, device=device).segment, None
 
 
 def worker(args) -> int:
@@ -185,7 +189,7 @@ def worker(args) -> int:
     from l2s_engine.scheduler import OutputOptions, peak_rss_mb, run_studies
 
     refs = find_studies([args.studies])
-    segment, engine = make_pipeline(args.worker, args.engine, args.weights, args.threads)
+    segment, engine = make_pipeline(args.worker, args.engine, args.weights, args.threads, args.device)
     masks = args.result.with_suffix("")
     masks.mkdir(parents=True, exist_ok=True)
     first = load_study(refs[0])
@@ -214,6 +218,7 @@ def worker(args) -> int:
         result["backend"] = engine.describe()
         engine.__exit__(None, None, None)
     result["peak_rss_mb"] = peak_rss_mb()
+    result["peak_device_mb"] = peak_device_mb() if args.device.startswith("cuda") else None
     args.result.write_text(json.dumps(result, indent=2))
     return 0
 
@@ -221,12 +226,23 @@ def worker(args) -> int:
 STAGES = ("read", "preprocess", "2d", "3d", "fusion", "write")
 
 
+def peak_device_mb() -> float:
+    """Peak GPU memory of this process: torch's allocator peak plus CuPy's pool (if used)."""
+    import torch
+
+    total = torch.cuda.max_memory_allocated()
+    if "cupy" in sys.modules:
+        total += sys.modules["cupy"].get_default_memory_pool().total_bytes()
+    return total / 2**20
+
+
 # ---- the run (parent process) ------------------------------------------------------------------
 
 def run_worker(name: str, args, engine: Path, weights: Path, studies: Path, results: Path) -> dict:
     out = results / f"{name}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--engine", str(engine),
-           "--weights", str(weights), "--studies", str(studies), "--result", str(out), "--threads", str(args.threads)]
+           "--weights", str(weights), "--studies", str(studies), "--result", str(out), "--threads", str(args.threads),
+           "--device", args.device]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     print(f"  {name}: done in {time.perf_counter() - start:.1f} s", flush=True)
@@ -271,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"benchmark: {args.preset} preset, {args.scans} {args.size} studies, ours {args.backends}, "
-          f"peers {args.peers}, {args.threads} threads", flush=True)
+          f"peers {args.peers}, {args.threads} threads, device {args.device}", flush=True)
     studies = studies_dir(args.work, args.size, args.scans)
     if args.preset == "lite":
         weights = DEMO
@@ -280,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
 
         weights = paper_weights(args.work, make_phantom(0, seed=SEED, size=args.size))
     engine = engine_dir(args.work, weights, args.preset)
-    peak = matmul_peak()
-    print(f"matmul peak: {peak['gflops']:.1f} GFLOP/s (float32 {peak['n']}^3, numpy)", flush=True)
+    peak = matmul_peak(device=args.device)
+    print(f"matmul peak: {peak['gflops']:.1f} GFLOP/s ({peak['dtype']} {peak['n']}^3 on {args.device})", flush=True)
     flops = item_flops(weights, per_item_flops)
     # the reference of the mask check runs every slice and window, as the peers do: masks must
     # match it; ours (air skipped) may differ from it only on slices without any body
