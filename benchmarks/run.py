@@ -36,6 +36,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from report import STAGES  # noqa: E402
+
 DEMO = ROOT / "weights" / "demo"
 SEED = 4242  # the benchmark's phantom set
 PAPER_SEED = 0
@@ -113,6 +115,7 @@ def paper_weights(work: Path, sample) -> Path:
 
     from l2s_engine.preprocess import slices_to_input, to_coronal, window
     from l2s_engine.spec import preset
+    from l2s_engine.tiling import pad_amounts
     from l2s_training.models import Loc2DNet, Seg3DNet
     from l2s_training.weights import save_weights, write_config
 
@@ -128,8 +131,7 @@ def paper_weights(work: Path, sample) -> Path:
                              spec.loc2d.in_slices)
     volume = np.stack([window(sample.pet, *spec.seg3d.suv_window), window(sample.ct, *spec.seg3d.ct_window)])
     patch = spec.seg3d.patch
-    pads = [(max(p - n, 0) // 2, max(p - n, 0) - max(p - n, 0) // 2) for n, p in zip(volume.shape[1:], patch)]
-    volume = np.pad(volume, [(0, 0), *pads], constant_values=-1.0)
+    volume = np.pad(volume, [(0, 0), *pad_amounts(volume.shape[1:], patch)], constant_values=-1.0)
     starts = [(n - p) // 2 for n, p in zip(volume.shape[1:], patch)]
     window3d = volume[(slice(None), *(slice(s, s + p) for s, p in zip(starts, patch)))][None]
     for net, x, share in ((loc, slices, 0.02), (seg, window3d, 0.01)):
@@ -223,9 +225,6 @@ def worker(args) -> int:
     return 0
 
 
-STAGES = ("read", "preprocess", "2d", "3d", "fusion", "write")
-
-
 def peak_device_mb() -> float:
     """Peak GPU memory of this process: torch's allocator peak plus CuPy's pool (if used)."""
     import torch
@@ -281,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    from flops import matmul_peak, per_item_flops
+    from flops import matmul_peak
     from report import machine, summarise, write_report
 
     start = time.perf_counter()
@@ -298,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = engine_dir(args.work, weights, args.preset)
     peak = matmul_peak(device=args.device)
     print(f"matmul peak: {peak['gflops']:.1f} GFLOP/s ({peak['dtype']} {peak['n']}^3 on {args.device})", flush=True)
-    flops = item_flops(weights, per_item_flops)
+    flops = item_flops(weights)
     # the reference of the mask check runs every slice and window, as the peers do: masks must
     # match it; ours (air skipped) may differ from it only on slices without any body
     pipelines = [f"ours-{args.backends[0]}-{ALL_SLICES}"] + [f"ours-{b}" for b in args.backends] + args.peers
@@ -322,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def item_flops(weights: Path, count) -> dict:
+def item_flops(weights: Path) -> dict:
+    """FLOPs of one 2D slice and one 3D window of the networks in ``weights``."""
+    from flops import per_item_flops as count
     from l2s_export.onnx_graphs import input_shape
     from l2s_training.models import Loc2DNet, Seg3DNet
     from l2s_training.weights import read_config

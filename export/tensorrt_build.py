@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from l2s_engine.backends.tensorrt import gpu_identity
 from l2s_engine.errors import L2SError
 from l2s_engine.manifest import ModelFile, sha256_of
 
@@ -61,17 +62,6 @@ def profile_shapes(model: ModelFile, batches: tuple[int, int, int]) -> dict[str,
 def plan_name(model: ModelFile) -> str:
     """`loc2d_fp16.onnx` -> `loc2d_fp16.plan`."""
     return Path(model.path).with_suffix(".plan").name
-
-
-def gpu_identity() -> dict[str, str]:
-    """Name and compute capability of CUDA device 0 (cuda-python runtime API)."""
-    from cuda.bindings import runtime as cudart
-
-    err, prop = cudart.cudaGetDeviceProperties(0)
-    if int(err) != 0:
-        raise TensorRTBuildError(f"cudaGetDeviceProperties failed: {err}")
-    name = prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
-    return {"gpu_name": name, "compute_capability": f"{prop.major}.{prop.minor}"}
 
 
 def build_plans(out: Path, fp16_models: list[ModelFile], profiles: dict[str, tuple[int, int, int]]) -> list[ModelFile]:

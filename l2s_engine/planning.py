@@ -54,12 +54,16 @@ class WindowPlan:
     starts: tuple[tuple[int, int, int], ...]
     skipped: int
 
+    def corner(self, start: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The window's first voxel in volume coordinates (negative where it overhangs)."""
+        return tuple(s - before for s, (before, _) in zip(start, self.pads))
+
     def boxes(self, start: tuple[int, int, int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
         """(volume box, patch box): where a window lies in the volume, and which part of the
         window that is (the rest is padding)."""
         vol, sub = [], []
-        for s, p, (before, _), n in zip(start, self.patch, self.pads, self.shape):
-            lo, hi = s - before, s - before + p
+        for lo, p, n in zip(self.corner(start), self.patch, self.shape):
+            hi = lo + p
             vol.append(slice(max(lo, 0), min(hi, n)))
             sub.append(slice(max(lo, 0) - lo, p - (hi - min(hi, n))))
         return tuple(vol), tuple(sub)

@@ -84,13 +84,15 @@ def check_batch(plan: IOPlan, shape: tuple[int, ...], path: str) -> None:
                            f"smaller --batch-2d/--batch-3d or rebuild the plans with a larger profile")
 
 
-def compute_capability(device: int = 0) -> str:
-    """'major.minor' of a CUDA device (cuda-python runtime API)."""
+def gpu_identity(device: int = 0) -> dict[str, str]:
+    """Name and compute capability ('major.minor') of a CUDA device (cuda-python runtime API):
+    what a plan is tied to, recorded by l2s-export and checked here."""
     cudart = import_or_explain("cuda.bindings.runtime", "tensorrt", INSTALL)
     err, prop = cudart.cudaGetDeviceProperties(device)
     if int(err) != 0:
         raise BackendError(f"cudaGetDeviceProperties({device}) failed: {err}")
-    return f"{prop.major}.{prop.minor}"
+    name = prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
+    return {"gpu_name": name, "compute_capability": f"{prop.major}.{prop.minor}"}
 
 
 class TensorRTBackend(Backend):
@@ -128,7 +130,7 @@ class TensorRTBackend(Backend):
 
     def _activate(self) -> None:
         trt = _trt()
-        problem = plan_mismatch(self.model, trt.__version__, compute_capability(self.device))
+        problem = plan_mismatch(self.model, trt.__version__, gpu_identity(self.device)["compute_capability"])
         if problem:
             raise BackendError(problem)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))

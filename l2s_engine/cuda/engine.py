@@ -167,7 +167,7 @@ class DeviceEngine(Engine):
             pet, ct = xp.empty(staged.pet.shape, np.float32), xp.empty(staged.ct.shape, np.float32)
             k.normalise(staged.pet, *spec.suv_window, pet)
             k.normalise(staged.ct, *spec.ct_window, ct)
-            corners = [tuple(s - b for s, (b, _) in zip(start, plan.pads)) for start in plan.starts]
+            corners = [plan.corner(start) for start in plan.starts]
             corners_dev = xp.asarray(np.array(corners, np.int32).reshape(-1, 3))
             for corner in corners:
                 k.accumulate_window(wsum, None, self.weights, corner)
@@ -238,7 +238,6 @@ class DeviceEngine(Engine):
         times["fusion"] = elapsed(t.events["fusion_begin"], t.events["end"])
         times["device"] = elapsed(t.events["begin"], t.events["end"])
         times["overlap"] = max(0.0, times["2d"] + times["3d"] + times["fusion"] - times["device"])
-        del staged
         if self.options.rule != "paper":
             host_start = time.perf_counter()
             mask = fuse(self.options.rule, p3d, cue_host, self.fusion)

@@ -84,7 +84,7 @@ def _plan(shape=(29, 41, 17), patch=(16, 24, 20)):
 
 
 def _corners(plan, starts) -> np.ndarray:
-    return np.array([[s - b for s, (b, _) in zip(start, plan.pads)] for start in starts], np.int32)
+    return np.array([plan.corner(start) for start in starts], np.int32)
 
 
 def check_gather_windows(k: Kernels) -> None:
