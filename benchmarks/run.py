@@ -163,7 +163,8 @@ def make_pipeline(name: str, engine: Path, weights: Path, threads: int, device: 
 
         backend, _, variant = name[5:].partition("-")
         gpu = device.startswith("cuda") and backend != "onnxruntime"
-        options = InferOptions(backend=backend, threads=threads, skip_air=variant != ALL_SLICES,
+        reference = variant == ALL_SLICES  # every slice and window, the whole cue
+        options = InferOptions(backend=backend, threads=threads, skip_air=not reference, full_cue=reference,
                                device=device if gpu else None, precision="fp16" if gpu else "fp32")
         engine_obj = open_engine(engine, options, keep_maps=False)
         engine_obj.__enter__()

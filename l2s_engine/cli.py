@@ -190,6 +190,10 @@ def infer_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x 2D, 8x 3D work; off by default)")
     parser.add_argument("--no-skip-air", action="store_true",
                         help="also run the networks on coronal slices and windows without any body voxel")
+    parser.add_argument("--full-cue", action="store_true",
+                        help="run the 2D net on every body slice (default: on the CPU pipeline with the paper rule, "
+                             "only on slices where the cue can change the mask, after the 3D net; same mask). "
+                             "Implied by --save-probs, so that the saved cue is whole")
     parser.add_argument("--rule", choices=RULES, default="paper",
                         help="fusion: paper (adaptive threshold, default) or components (authors' public code)")
     parser.add_argument("--cue-threshold", type=float, help="override the manifest's cue threshold (0.5)")
@@ -244,7 +248,7 @@ def _infer(args) -> int:
     backend, device, precision = _resolve_backend(args)
     options = InferOptions(backend=backend, device=device, precision=precision, threads=args.threads,
                            batch_2d=args.batch_2d, batch_3d=args.batch_3d, tta=args.tta,
-                           skip_air=not args.no_skip_air, rule=args.rule, cue_threshold=args.cue_threshold,
+                           skip_air=not args.no_skip_air, full_cue=args.full_cue or args.save_probs, rule=args.rule, cue_threshold=args.cue_threshold,
                            low_threshold=args.low_threshold, high_threshold=args.high_threshold)
     if args.grand_challenge:
         inputs, out_dir, fmt = [args.gc_input], args.gc_output / GC_OUTPUT_SUBDIR, "mha"

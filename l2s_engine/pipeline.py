@@ -17,7 +17,7 @@ import numpy as np
 from .backends import Backend, BackendError, backend_class
 from .geometry import Geometry
 from .manifest import Manifest, read_manifest
-from .planning import BODY_HU, BODY_SUV, body_mask, occupied_slices, plan_windows
+from .planning import BODY_HU, BODY_SUV, body_mask, occupied_slices, plan_windows, undecided_slices
 from .postprocess import RULES, fuse
 from .preprocess import to_coronal, window
 from .spec import FusionSpec
@@ -38,6 +38,11 @@ class InferOptions:
         batch_2d, batch_3d: coronal slices / windows per network call.
         tta: flip test-time augmentation (4 passes in 2D, 8 in 3D).
         skip_air: leave out coronal slices and windows without a body voxel.
+        full_cue: run the 2D net on every (body) slice. Otherwise the host pipeline, under the
+            paper rule, runs the 3D net first and the 2D net only on the coronal slices where
+            the cue can change the mask (``planning.undecided_slices``): the same mask, and a
+            cue of 0 on the other slices. The components rule always computes the full cue;
+            the GPU pipeline runs both nets side by side and always does.
         rule: fusion rule, "paper" or "components".
         cue_threshold, low_threshold, high_threshold: override the manifest's thresholds.
     """
@@ -50,6 +55,7 @@ class InferOptions:
     batch_3d: int = 2
     tta: bool = False
     skip_air: bool = True
+    full_cue: bool = False
     rule: str = "paper"
     cue_threshold: float | None = None
     low_threshold: float | None = None
@@ -116,6 +122,7 @@ class Engine:
         return {"name": self.options.backend, "version": version() if version else None,
                 "precision": self.options.precision, "device": self.options.device, "folds": self.folds, "engine_dir": str(self.manifest.directory),
                 "preset": self.spec.preset, "fusion": dataclasses.asdict(self.fusion), "rule": self.options.rule,
+                "cue": "on demand" if self.cue_on_demand else "full",
                 "files": [n.path.name for nets in self.nets.values() for n in nets],
                 "export": {k: v for k, v in self.manifest.info.items() if k != "weights"}}
 
@@ -158,6 +165,24 @@ class Engine:
                        + self.folds * math.ceil(work["windows_run"] / self.options.batch_3d))
         return progress.update
 
+    @property
+    def cue_on_demand(self) -> bool:
+        """Whether the 2D net runs after the 3D net, only where the cue decides (see InferOptions)."""
+        return self.options.rule == "paper" and not self.options.full_cue
+
+    def _undecided(self, p3d: np.ndarray, geometry: Geometry, slices, work: dict, progress) -> np.ndarray:
+        """The slices (of ``slices``; None: all) where the cue can change the mask; updates the
+        work counts and the progress bar's total."""
+        needed = undecided_slices(to_coronal(p3d, geometry), self.fusion.low_threshold, self.fusion.high_threshold)
+        if slices is not None:
+            needed = np.intersect1d(needed, slices)
+        batch = self.options.batch_2d
+        if progress is not None:
+            progress.total -= math.ceil(work["slices_run"] / batch) - math.ceil(len(needed) / batch)
+            progress.refresh()
+        work["slices_candidates"], work["slices_run"] = work["slices_run"], len(needed)
+        return needed
+
     def segment(self, pet_suv: np.ndarray, ct_hu: np.ndarray, geometry: Geometry,
                 progress=None) -> Segmentation:
         """Segment one study given as arrays on the PET grid (PET in SUV, CT in HU).
@@ -177,13 +202,25 @@ class Engine:
         times["preprocess"] = time.perf_counter() - start
         tick = self._progress(progress, work)
 
-        start = time.perf_counter()
-        cue = run_loc2d(self.nets["loc2d"], pet_2d, geometry, spec.loc2d, slices, opts.batch_2d, opts.tta, tick)
-        del pet_2d
-        times["2d"] = time.perf_counter() - start
-        start = time.perf_counter()
-        p3d = run_seg3d(self.nets["seg3d"], pet_3d, ct_3d, plan, opts.batch_3d, opts.tta, tick=tick)
-        times["3d"] = time.perf_counter() - start
+        def loc2d(slices):
+            start = time.perf_counter()
+            cue = run_loc2d(self.nets["loc2d"], pet_2d, geometry, spec.loc2d, slices, opts.batch_2d, opts.tta, tick)
+            times["2d"] = time.perf_counter() - start
+            return cue
+
+        def seg3d():
+            start = time.perf_counter()
+            p3d = run_seg3d(self.nets["seg3d"], pet_3d, ct_3d, plan, opts.batch_3d, opts.tta, tick=tick)
+            times["3d"] = time.perf_counter() - start
+            return p3d
+
+        if self.cue_on_demand:
+            p3d = seg3d()
+            slices = self._undecided(p3d, geometry, slices, work, progress)
+            cue = loc2d(slices)
+        else:
+            cue = loc2d(slices)
+            p3d = seg3d()
         start = time.perf_counter()
         mask = fuse(opts.rule, p3d, cue, self.fusion)
         times["fusion"] = time.perf_counter() - start

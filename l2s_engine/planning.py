@@ -36,6 +36,19 @@ def occupied_slices(body_coronal: np.ndarray) -> np.ndarray:
     return np.flatnonzero(body_coronal.reshape(body_coronal.shape[0], -1).any(axis=1))
 
 
+def undecided_slices(p3d_coronal: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Indices of the coronal slices (axis 0) holding a voxel whose mask the cue decides.
+
+    Under the paper rule a voxel is foreground when ``p3d > low`` where the cue is set and
+    when ``p3d > high`` elsewhere, so the cue changes the mask only where
+    ``min(low, high) < p3d <= max(low, high)``; on every other slice the 2D net need not run.
+    """
+    lo, hi = min(low, high), max(low, high)
+    # slice by slice (strided views of the volume): no whole-volume temporaries
+    keep = [bool(np.any((s > lo) & (s <= hi))) for s in p3d_coronal]
+    return np.flatnonzero(np.array(keep, bool))
+
+
 @dataclass(frozen=True)
 class WindowPlan:
     """Sliding windows over a volume, in the coordinates of the unpadded volume.

@@ -21,7 +21,7 @@ from l2s_engine.spec import Spec, preset
 
 from .data.folds import split
 from .data.studies import load_training_studies
-from .loop import LoopConfig
+from .loop import AMP_CHOICES, LoopConfig, resolve_amp
 from .models import Loc2DNet, Seg3DNet, load_imagenet_encoder
 from .predict import predict_cue, predict_volume
 from .stages import compute_cues, train_loc2d, train_seg3d
@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, default=0, help="held-out fold 0-4, or -1: train on all data / evaluate all data (default 0)")
     parser.add_argument("--epochs", type=int, help="epochs of each stage (default: the preset's)")
     parser.add_argument("--iters", type=int, help="batches per epoch (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="base learning rate of both stages (default: the preset's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                        help="mixed precision: auto = fp16 on CUDA, bf16 on a CPU with native bfloat16 "
+                             "(AVX512-BF16/AMX), else off (default auto)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--imagenet", type=Path, help="local timm res2net50_26w_4s ImageNet weights for the 2D encoder")
@@ -78,6 +82,8 @@ def _spec_for(args) -> tuple[Spec, dict]:
         overrides.update(epochs_2d=args.epochs, epochs_3d=args.epochs)
     if args.iters:
         overrides.update(iters_2d=args.iters, iters_3d=args.iters)
+    if args.lr:
+        overrides.update(lr=args.lr)
     if overrides:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **overrides))
     return spec, provenance
@@ -94,9 +100,12 @@ def _train(args) -> int:
     log.info("fold %d: %d training studies, %d held out", args.fold, len(train_ids), len(held_out))
     studies = load_training_studies(args.data, spec, set(train_ids))
     t = spec.train
-    common = dict(momentum=t.momentum, weight_decay=t.weight_decay, out_dir=args.out, device=args.device, seed=args.seed)
-    record = dict(data=[str(p) for p in args.data], fold=args.fold, seed=args.seed,
-                  train_cases=len(studies), held_out_cases=len(held_out), device=args.device, torch=torch.__version__)
+    amp = resolve_amp(args.amp, args.device)
+    log.info("mixed precision: %s", amp)
+    common = dict(momentum=t.momentum, weight_decay=t.weight_decay, out_dir=args.out, device=args.device,
+                  seed=args.seed, amp=amp)
+    record = dict(data=[str(p) for p in args.data], fold=args.fold, seed=args.seed, train_cases=len(studies),
+                  held_out_cases=len(held_out), device=args.device, amp=amp, torch=torch.__version__)
     torch.manual_seed(args.seed)
     loc = Loc2DNet(spec.loc2d)
     if args.stage in ("2d", "all"):

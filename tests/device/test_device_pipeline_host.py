@@ -5,6 +5,8 @@ staging, the slice and window index tables, the kernels (CPU build of kernels.cu
 fold and TTA handling and the fusion. The host pipeline (``Engine``) is the reference.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from runtime.engines import fast_engine
@@ -18,7 +20,8 @@ from .host_device import HostDevice
 
 
 def compare(engine_dir, options, phantom, kernels, keep_maps=True):
-    with Engine(engine_dir, options) as host, \
+    # the GPU pipeline computes the whole cue: so does its reference
+    with Engine(engine_dir, dataclasses.replace(options, full_cue=True)) as host, \
             DeviceEngine(engine_dir, options, keep_maps=keep_maps, device=HostDevice(kernels)) as device:
         ref = host.segment(phantom.pet, phantom.ct, phantom.geometry)
         got = device.segment(phantom.pet, phantom.ct, phantom.geometry)

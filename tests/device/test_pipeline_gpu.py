@@ -39,7 +39,7 @@ def test_torch_fp16_gpu_pipeline_gives_the_cpu_mask(programs):
 
     gpu_options = InferOptions(backend="torch", device="cuda", precision="fp16")
     lesions = 0
-    with Engine(programs, InferOptions(backend="torch")) as cpu, DeviceEngine(programs, gpu_options) as gpu:
+    with Engine(programs, InferOptions(backend="torch", full_cue=True)) as cpu, DeviceEngine(programs, gpu_options) as gpu:
         for index in range(4):
             phantom = make_phantom(index, seed=1000, size="small")
             ref = cpu.segment(phantom.pet, phantom.ct, phantom.geometry)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from l2s_engine.planning import batches, body_mask, occupied_slices, plan_windows
+from l2s_engine.planning import batches, body_mask, occupied_slices, plan_windows, undecided_slices
 from l2s_engine.tiling import window_starts
 
 
@@ -21,6 +21,17 @@ def test_occupied_slices():
     body = np.zeros((5, 3, 4), bool)
     body[1, 2, 3] = body[3, 0, 0] = True
     assert occupied_slices(body).tolist() == [1, 3]
+
+
+def test_undecided_slices_hold_a_voxel_between_the_thresholds():
+    stack = np.zeros((6, 2, 3), np.float32)
+    for i, value in enumerate((0.05, 0.3, 0.5, 0.6, 0.1, 0.9)):
+        stack[i, 1, 2] = value  # one voxel per slice; 0.1 and 0.5 themselves: p > 0.1 vs p > 0.5
+    assert undecided_slices(stack, 0.1, 0.5).tolist() == [1, 2]
+    assert undecided_slices(stack, 0.5, 0.1).tolist() == [1, 2]  # a cue that raises the threshold
+    assert undecided_slices(stack, 0.5, 0.5).tolist() == []      # thresholds equal: the cue never matters
+    # a strided view (as to_coronal gives) reads the same
+    assert undecided_slices(np.transpose(stack, (1, 0, 2)).copy().transpose(1, 0, 2), 0.1, 0.5).tolist() == [1, 2]
 
 
 def test_plan_covers_volume_and_boxes_match_padding():

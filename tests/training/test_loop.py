@@ -3,7 +3,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from l2s_training.loop import LoopConfig, checkpoint_path, poly_lr, train  # noqa: E402
+import dataclasses  # noqa: E402
+
+from l2s_training.loop import LoopConfig, checkpoint_path, poly_lr, resolve_amp, train  # noqa: E402
 
 
 def make_model():
@@ -63,3 +65,29 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
     model = make_model()
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(model, make_step(model), cfg(tmp_path, 2), resume=True)
+
+
+@pytest.mark.parametrize("choice, device, native, expected", [
+    ("auto", "cuda", None, "fp16"), ("auto", "cpu", True, "bf16"), ("auto", "cpu", False, "off"),
+    ("off", "cpu", True, "off"), ("bf16", "cpu", True, "bf16"), ("off", "cuda:1", None, "off")])
+def test_resolve_amp(choice, device, native, expected):
+    assert resolve_amp(choice, device, native) == expected
+
+
+@pytest.mark.parametrize("choice, native, message", [
+    ("fp16", True, "needs --device cuda"), ("bf16", False, "no native bfloat16"), ("fp8", True, "use one of")])
+def test_resolve_amp_refuses(choice, native, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_amp(choice, "cpu", native)
+
+
+@pytest.mark.parametrize("amp, dtype", [("off", torch.float32), ("bf16", torch.bfloat16)])
+def test_cpu_steps_run_in_the_chosen_precision(tmp_path, amp, dtype):
+    model = make_model()
+    seen = []
+    model[0].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    before = [p.detach().clone() for p in model.parameters()]
+    train(model, make_step(model), dataclasses.replace(cfg(tmp_path, 1), amp=amp))
+    assert seen == [dtype] * 3
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -1,0 +1,66 @@
+"""The host pipeline runs the 2D net only where the cue can change the mask (paper rule)."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+from l2s_engine.phantoms import make_phantom  # noqa: E402
+from l2s_engine.pipeline import Engine, InferOptions  # noqa: E402
+from l2s_engine.preprocess import to_coronal  # noqa: E402
+
+from .engines import fast_engine  # noqa: E402
+
+
+class Bar:
+    """A tqdm-like bar that records its total and its ticks."""
+
+    def __init__(self):
+        self.total, self.n = None, 0
+
+    def reset(self, total):
+        self.total, self.n = total, 0
+
+    def update(self, k=1):
+        self.n += k
+
+    def refresh(self):
+        pass
+
+
+def test_same_mask_as_the_whole_cue_with_fewer_slices(tmp_path):
+    engine_dir = fast_engine(tmp_path / "engine")
+    options = InferOptions(batch_2d=3)
+    decided = 0
+    with Engine(engine_dir, options) as lazy, Engine(engine_dir, InferOptions(batch_2d=3, full_cue=True)) as full:
+        assert lazy.describe()["cue"] == "on demand" and full.describe()["cue"] == "full"
+        for index in (0, 2):
+            phantom = make_phantom(index, seed=1000, size="small")
+            bar = Bar()
+            got = lazy.segment(phantom.pet, phantom.ct, phantom.geometry, progress=bar)
+            ref = full.segment(phantom.pet, phantom.ct, phantom.geometry)
+            # the paper rule in float64 on the whole cue: the reference mask
+            p3d, cue = ref.p3d.astype(np.float64), ref.cue.astype(np.float64)
+            expected = np.where(cue > 0.5, p3d > 0.1, p3d > 0.5)
+            np.testing.assert_array_equal(got.mask, expected)
+            decided += int((expected != (p3d > 0.5)).sum())  # voxels the cue changed
+            run = got.work["slices_run"]
+            assert got.work["slices_candidates"] == ref.work["slices_run"] > run > 0
+            assert bar.n == bar.total  # the bar's total was cut to what ran
+            # the cue: the whole cue's values on the slices run, 0 on the others
+            got_c, ref_c = to_coronal(got.cue, phantom.geometry), to_coronal(ref.cue, phantom.geometry)
+            ran = np.flatnonzero(got_c.reshape(got_c.shape[0], -1).any(axis=1))
+            assert len(ran) <= run
+            np.testing.assert_array_equal(got_c[ran], ref_c[ran])
+            band = (ref.p3d > 0.1) & (ref.p3d <= 0.5)
+            assert not (band & (got.cue != ref.cue)).any()
+    assert decided > 0  # the cue mattered somewhere, so skipping slices was tested
+
+
+def test_components_rule_and_full_cue_run_every_body_slice(tmp_path):
+    engine_dir = fast_engine(tmp_path / "engine")
+    phantom = make_phantom(0, seed=1000, size="small")
+    with Engine(engine_dir, InferOptions(rule="components")) as engine:
+        assert not engine.cue_on_demand
+        got = engine.segment(phantom.pet, phantom.ct, phantom.geometry)
+    assert "slices_candidates" not in got.work
