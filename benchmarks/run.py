@@ -24,6 +24,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -148,9 +149,15 @@ def engine_dir(work: Path, weights: Path, preset_name: str) -> Path:
     from l2s_export.checks import check_weights_dirs
     from l2s_export.pipeline import export_programs
 
+    from l2s_engine.manifest import sha256_of
+
     out = work / f"engine-{preset_name}-{weights.name}"
-    if not (out / "manifest.json").exists():
+    stamp = out / "weights.sha256"  # the weights it was exported from: retrained weights re-export
+    current = "\n".join(f"{sha256_of(f)} {f.name}" for f in sorted(weights.glob("*.safetensors")))
+    if not (out / "manifest.json").exists() or not stamp.exists() or stamp.read_text() != current:
+        shutil.rmtree(out, ignore_errors=True)
         export_programs([weights], check_weights_dirs([weights]), out, onnx_fp32=True)
+        stamp.write_text(current)
     return out
 
 

@@ -216,8 +216,11 @@ class Engine:
 
         if self.cue_on_demand:
             p3d = seg3d()
+            start = time.perf_counter()
             slices = self._undecided(p3d, geometry, slices, work, progress)
+            choosing = time.perf_counter() - start
             cue = loc2d(slices)
+            times["2d"] += choosing  # choosing the slices is part of the 2D stage
         else:
             cue = loc2d(slices)
             p3d = seg3d()

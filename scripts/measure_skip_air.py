@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1000)
     args = parser.parse_args()
-    with Engine(args.engine) as skip, Engine(args.engine, InferOptions(skip_air=False)) as full:
+    # the whole cue in both, so that only air skipping differs
+    with Engine(args.engine, InferOptions(full_cue=True)) as skip, \
+            Engine(args.engine, InferOptions(skip_air=False, full_cue=True)) as full:
         for index in range(args.n):
             p = make_phantom(index, args.seed, args.size)
             rows = {}

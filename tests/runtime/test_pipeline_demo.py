@@ -38,7 +38,7 @@ def test_onnxruntime_masks_equal_the_torch_pipeline_and_skipping_air_changes_not
     loc = load_weights(Loc2DNet(spec.loc2d), DEMO, "loc2d")
     seg = load_weights(Seg3DNet(spec.seg3d), DEMO, "seg3d")
     reference_voxels = 0
-    with Engine(demo_engine) as engine, Engine(demo_engine, InferOptions(skip_air=False)) as full:
+    with Engine(demo_engine) as engine, Engine(demo_engine, InferOptions(skip_air=False, full_cue=True)) as full:
         for index in (0, 2):  # phantoms with lesions
             phantom = make_phantom(index, seed=1000, size="small")
             ref = torch_reference_mask(spec, loc, seg, phantom)
