@@ -248,8 +248,9 @@ def _infer(args) -> int:
     backend, device, precision = _resolve_backend(args)
     options = InferOptions(backend=backend, device=device, precision=precision, threads=args.threads,
                            batch_2d=args.batch_2d, batch_3d=args.batch_3d, tta=args.tta,
-                           skip_air=not args.no_skip_air, full_cue=args.full_cue or args.save_probs, rule=args.rule, cue_threshold=args.cue_threshold,
-                           low_threshold=args.low_threshold, high_threshold=args.high_threshold)
+                           skip_air=not args.no_skip_air, full_cue=args.full_cue or args.save_probs, rule=args.rule,
+                           cue_threshold=args.cue_threshold, low_threshold=args.low_threshold,
+                           high_threshold=args.high_threshold)
     if args.grand_challenge:
         inputs, out_dir, fmt = [args.gc_input], args.gc_output / GC_OUTPUT_SUBDIR, "mha"
         report_path = args.gc_output / "l2s_report.json"

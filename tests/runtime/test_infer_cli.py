@@ -55,6 +55,7 @@ def test_bad_studies_are_reported_by_name_and_the_others_written(engine, tmp_pat
         assert f"FAILED {case}" in err
         assert not (out / f"{case}.nii.gz").exists()
     assert report["summary"]["failed"] == 3 and report["summary"]["ok"] == 2
+    assert report["backend"]["cue"] == "on demand"
 
 
 def test_masks_lie_on_the_pet_grid_and_report_has_timings_and_metrics(engine, tmp_path):
@@ -76,6 +77,7 @@ def test_masks_lie_on_the_pet_grid_and_report_has_timings_and_metrics(engine, tm
         assert Path(study["outputs"]["p3d"]).is_file() and Path(study["outputs"]["cue"]).is_file()
     assert set(report["summary"]["metrics"]) == {"positive-only", "all-cases"}
     assert report["backend"]["name"] == "onnxruntime" and report["backend"]["version"]
+    assert report["backend"]["cue"] == "full"  # --save-probs writes the whole cue
 
 
 def test_existing_outputs_are_skipped_unless_overwrite(engine, tmp_path):
