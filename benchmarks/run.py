@@ -154,7 +154,7 @@ def engine_dir(work: Path, weights: Path, preset_name: str) -> Path:
     out = work / f"engine-{preset_name}-{weights.name}"
     stamp = out / "weights.sha256"  # the weights it was exported from: retrained weights re-export
     current = "\n".join(f"{sha256_of(f)} {f.name}" for f in sorted(weights.glob("*.safetensors")))
-    if not (out / "manifest.json").exists() or not stamp.exists() or stamp.read_text() != current:
+    if not stamp.exists() or stamp.read_text() != current:  # written only after a whole export
         shutil.rmtree(out, ignore_errors=True)
         export_programs([weights], check_weights_dirs([weights]), out, onnx_fp32=True)
         stamp.write_text(current)

@@ -202,8 +202,10 @@ class Engine:
         times["preprocess"] = time.perf_counter() - start
         tick = self._progress(progress, work)
 
-        def loc2d(slices):
+        def loc2d(slices, p3d=None):
             start = time.perf_counter()
+            if p3d is not None:  # on demand: choosing the slices is part of the 2D stage
+                slices = self._undecided(p3d, geometry, slices, work, progress)
             cue = run_loc2d(self.nets["loc2d"], pet_2d, geometry, spec.loc2d, slices, opts.batch_2d, opts.tta, tick)
             times["2d"] = time.perf_counter() - start
             return cue
@@ -216,11 +218,7 @@ class Engine:
 
         if self.cue_on_demand:
             p3d = seg3d()
-            start = time.perf_counter()
-            slices = self._undecided(p3d, geometry, slices, work, progress)
-            choosing = time.perf_counter() - start
-            cue = loc2d(slices)
-            times["2d"] += choosing  # choosing the slices is part of the 2D stage
+            cue = loc2d(slices, p3d)
         else:
             cue = loc2d(slices)
             p3d = seg3d()
