@@ -33,6 +33,9 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path):
         # FLOPs executed: what each ran, times the per-item count of the networks
         expected = p["slices_run_mean"] * report["flops_per_item"]["2d_per_slice"] / 1e9
         assert p["gflop_2d"] == pytest.approx(expected)
+        outside = p["end_to_end_mean"] - p["stage_seconds"]["2d"] - p["stage_seconds"]["3d"]
+        floor = (p["gflop_2d"] + p["gflop_3d"]) / report["matmul_peak"]["gflops"] + outside
+        assert p["floor_seconds"] == pytest.approx(floor)
     ours, monai = report["pipelines"]["ours-onnxruntime"], report["pipelines"]["monai"]
     assert ours["studies_per_minute_pipelined"] > 0 and ours["pipelined_failed"] == 0
     assert ours["slices_run_mean"] < monai["slices_run_mean"]  # air skipped; the peers run every slice
