@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -33,45 +32,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
-def import_path() -> str:
-    """Make l2s_engine, l2s_export and l2s_training importable without installing the project."""
-    try:
-        import l2s_export  # noqa: F401
-        import l2s_training  # noqa: F401
-
-        return ""
-    except ImportError:
-        pass
-    links = Path(tempfile.mkdtemp(prefix="l2s-path-"))
-    (links / "l2s_export").symlink_to(ROOT / "export")
-    (links / "l2s_training").symlink_to(ROOT / "training")
-    extra = f"{ROOT}{os.pathsep}{links}"
-    sys.path[:0] = [str(ROOT), str(links)]
-    os.environ["PYTHONPATH"] = extra + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
-    return extra
-
-
-def ensure_pytest() -> str | None:
-    """None when pytest imports (installing it from ``.gpu-wheels/`` if carried there), else why not."""
-    import importlib.util
-
-    if importlib.util.find_spec("pytest") is not None:
-        return None
-    wheels = ROOT / ".gpu-wheels"
-    if wheels.is_dir():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheels), "pytest"],
-                       check=False)
-        importlib.invalidate_caches()
-        if importlib.util.find_spec("pytest") is not None:
-            return None
-    return ("pytest is not installed here; on a machine with PyPI run `pip download -d .gpu-wheels pytest` in the "
-            "repository and carry .gpu-wheels")
+from hostprep import ensure_installed, import_path  # noqa: E402
 
 
 def run_gpu_tests() -> dict:
-    missing = ensure_pytest()
+    missing = ensure_installed("pytest")
     if missing:
         print(f"gpu tests NOT run: {missing}")
         return {"exit_status": 1, "summary": f"not run: {missing}"}

@@ -53,7 +53,8 @@ def summarise(runs: dict, flops: dict, peak: dict, reference: str) -> dict:
     for name, run in runs.items():
         rows = run["studies"]
         e2e = np.array([r["end_to_end"] for r in rows])
-        stage = {s: float(np.mean([r["seconds"].get(s, 0.0) for r in rows])) for s in STAGES}
+        timed = {s: [r["seconds"][s] for r in rows if s in r["seconds"]] for s in STAGES}
+        stage = {s: float(np.mean(v)) if v else None for s, v in timed.items()}  # None: not measured
         slices = float(np.mean([r["work"]["slices_run"] for r in rows]))
         windows = float(np.mean([r["work"]["windows_run"] for r in rows]))
         f2d, f3d = slices * flops["2d_per_slice"], windows * flops["3d_per_window"]
@@ -155,12 +156,15 @@ def markdown(report: dict) -> str:
         lines.append(f"- {o}: network stages at {100 * share:.0f}% of the matmul peak (target >= "
                      f"{100 * CPU_TARGETS['network_share_of_peak']:.0f}%: "
                      f"{'met' if share >= CPU_TARGETS['network_share_of_peak'] else 'NOT met'})")
-    lines += ["", f"![stage breakdown]({report['slug']}-{report['date']}.png)", ""]
+    if a.get("in_memory"):
+        lines += ["", "In memory (`--in-memory`): the studies were generated as arrays; nothing was read or "
+                  "written as image files, so read, write and the pipelined run are not measured (`-`)."]
+    lines += ["", report.get("plot") or f"![stage breakdown]({report['stem']}.png)", ""]
     return "\n".join(lines)
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # extra `bench`; write_report says when it is missing
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -170,7 +174,7 @@ def plot(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(names) + 1.5))
     left = np.zeros(len(names))
     for stage in STAGES:
-        values = np.array([pipes[n]["stage_seconds"][stage] for n in names])
+        values = np.array([pipes[n]["stage_seconds"][stage] or 0.0 for n in names])
         ax.barh(names, values, left=left, label=stage)
         left += values
     ax.set_xlabel("seconds per study (mean)")
@@ -183,12 +187,23 @@ def plot(report: dict, path: Path) -> None:
 
 
 def write_report(report: dict, out: Path) -> dict:
-    """``<device>-<date>.json``, ``.md`` and ``.png`` in ``out``."""
+    """``<device>-<date>.json``, ``.md`` and ``.png`` in ``out`` (``<device>-<date>-2`` and so on
+    when a report of that day is there: an earlier report is never overwritten)."""
     out.mkdir(parents=True, exist_ok=True)
     report["slug"] = device_slug(report["machine"])
-    stem = out / f"{report['slug']}-{report['date']}"
-    paths = {"json": stem.with_suffix(".json"), "md": stem.with_suffix(".md"), "png": stem.with_suffix(".png")}
+    base = f"{report['slug']}-{report['date']}"
+    name, n = base, 1
+    while any((out / f"{name}.{k}").exists() for k in ("json", "md", "png")):
+        n += 1
+        name = f"{base}-{n}"
+    report["stem"] = name
+    paths = {k: out / f"{name}.{k}" for k in ("json", "md", "png")}
+    try:
+        plot(report, paths["png"])
+    except ImportError as exc:
+        report["plot"] = f"not drawn: {exc} (install the extra `bench` for matplotlib)"
+        del paths["png"]
+        print(f"stage breakdown plot {report['plot']}")
     paths["json"].write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, paths["png"])
     paths["md"].write_text(markdown(report))
     return paths

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--preset paper|lite] [--size small|full] [--scans N]
         [--backends onnxruntime,torch,tensorrt] [--peers monai,nnunet-style] [--out DIR] [--quick]
+        [--in-memory]
 
 Phantom studies are generated as files (autoPET layout) under ``--work``; the weights are the
 committed demo weights (``lite``) or, for ``paper``, the paper-size networks with seeded random
@@ -9,7 +10,10 @@ weights whose output layers are shifted so that about 2% of 2D pixels and 1% of 
 come out positive (random networks give no masks otherwise, and the mask check would be
 empty). Each pipeline runs in its own process (so its peak memory is its own), after a
 warm-up on the first study, one study at a time: read, preprocess, 2D, 3D, fusion, write; ours
-also pipelined (reader and writer threads, ``l2s_engine.scheduler``). Every pipeline's masks
+also pipelined (reader and writer threads, ``l2s_engine.scheduler``). ``--in-memory``: the
+studies are generated as arrays (pickled once, loaded untimed), nothing is read or written as
+images, so neither SimpleITK nor cc3d is needed (a GPU host may have neither); read, write and
+the pipelined run are then not measured. Every pipeline's masks
 are compared with ours (Dice >= 0.995, else the comparison is void and says so). FLOPs of the
 slices and windows each pipeline actually ran are counted from the networks; the machine's
 float32 matmul peak is measured in the same run.
@@ -22,14 +26,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -37,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from hostprep import ensure_installed, import_path  # noqa: E402
 from report import STAGES  # noqa: E402
 
 DEMO = ROOT / "weights" / "demo"
@@ -59,6 +67,9 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, default=HERE / "results", help="report folder (default benchmarks/results)")
     p.add_argument("--work", type=Path, default=ROOT / "data" / "bench", help="studies, weights, engines (default data/bench)")
     p.add_argument("--quick", action="store_true", help="lite, tiny, 2 studies: checks that the benchmark runs")
+    p.add_argument("--in-memory", action="store_true",
+                   help="studies as arrays, no image files: needs neither SimpleITK nor cc3d; read, write and the "
+                        "pipelined run are not measured")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--engine", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
@@ -85,6 +96,35 @@ def studies_dir(work: Path, size: str, n: int) -> Path:
             write_study(make_phantom(i, seed=SEED, size=size), folder, "autopet")
         (folder / ".complete").write_text("")
     return folder
+
+
+def arrays_dir(work: Path, size: str, n: int) -> Path:
+    """``n`` phantom studies of ``size`` as pickled arrays (``--in-memory``), made once."""
+    from l2s_engine.phantoms import make_phantom
+
+    folder = work / f"arrays-{size}-{SEED}-{n}"
+    if not (folder / ".complete").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            study = make_phantom(i, seed=SEED, size=size)
+            with open(folder / f"{i:03d}.pkl", "wb") as f:
+                pickle.dump({"case_id": study.case_id, "pet": study.pet, "ct": study.ct,
+                             "geometry": study.geometry}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        (folder / ".complete").write_text("")
+    return folder
+
+
+def study_loaders(folder: Path, in_memory: bool) -> list:
+    """One ``load() -> study`` (``case_id``, ``pet``, ``ct``, ``geometry``) per study of ``folder``."""
+    if in_memory:
+        def load_arrays(path: Path):
+            with open(path, "rb") as f:
+                return SimpleNamespace(**pickle.load(f))
+
+        return [functools.partial(load_arrays, path) for path in sorted(folder.glob("*.pkl"))]
+    from l2s_engine.io import find_studies, load_study
+
+    return [functools.partial(load_study, ref) for ref in find_studies([folder])]
 
 
 def calibrate(net, body, positive: float) -> None:
@@ -195,31 +235,42 @@ def make_pipeline(name: str, engine: Path, weights: Path, threads: int, device: 
 
 
 def worker(args) -> int:
-    from l2s_engine.io import find_studies, load_study, write_mask
-    from l2s_engine.scheduler import OutputOptions, peak_rss_mb, run_studies
+    from l2s_engine.resources import peak_rss_mb
 
-    refs = find_studies([args.studies])
+    files = not args.in_memory
+    if files:
+        from l2s_engine.io import write_mask
+    loaders = study_loaders(args.studies, args.in_memory)
     segment, engine = make_pipeline(args.worker, args.engine, args.weights, args.threads, args.device)
     masks = args.result.with_suffix("")
     masks.mkdir(parents=True, exist_ok=True)
-    first = load_study(refs[0])
+    first = loaders[0]()
     segment(first.pet, first.ct, first.geometry)  # warm-up
     del first
     rows = []
-    for ref in refs:
+    for load in loaders:
         t0 = time.perf_counter()
-        study = load_study(ref)
+        study = load()  # in memory: unpickling arrays, not timed as reading
         t1 = time.perf_counter()
         mask, timings, work = segment(study.pet, study.ct, study.geometry)
         t2 = time.perf_counter()
-        write_mask(mask, study.geometry, masks / f"{study.case_id}.nii.gz")
+        if files:
+            write_mask(mask, study.geometry, masks / f"{study.case_id}.nii.gz")
         t3 = time.perf_counter()
         np.save(masks / f"{study.case_id}.npy", mask)  # for the mask check, not timed
-        stages = {"read": t1 - t0, **{k: v for k, v in timings.items() if k in STAGES}, "write": t3 - t2}
+        stages = {k: v for k, v in timings.items() if k in STAGES}
+        if files:
+            stages.update(read=t1 - t0, write=t3 - t2)
         rows.append({"case_id": study.case_id, "shape": list(study.pet.shape), "seconds": stages,
-                     "segment": t2 - t1, "end_to_end": t3 - t0, "work": work, "mask_voxels": int(mask.sum())})
+                     "segment": t2 - t1, "end_to_end": t3 - t0 if files else t2 - t1, "work": work,
+                     "mask_voxels": int(mask.sum())})
+        del study
     result = {"pipeline": args.worker, "studies": rows}
-    if engine is not None and not args.worker.endswith(ALL_SLICES):  # ours: also with reader and writer threads
+    if files and engine is not None and not args.worker.endswith(ALL_SLICES):  # ours: also reader and writer threads
+        from l2s_engine.io import find_studies
+        from l2s_engine.scheduler import OutputOptions, run_studies
+
+        refs = find_studies([args.studies])
         start = time.perf_counter()
         records = run_studies(engine, refs, OutputOptions(masks / "pipelined", overwrite=True), progress=False)
         result["pipelined_seconds"] = time.perf_counter() - start
@@ -249,23 +300,22 @@ def run_worker(name: str, args, engine: Path, weights: Path, studies: Path, resu
     out = results / f"{name}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--engine", str(engine),
            "--weights", str(weights), "--studies", str(studies), "--result", str(out), "--threads", str(args.threads),
-           "--device", args.device]
+           "--device", args.device] + (["--in-memory"] if args.in_memory else [])
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     print(f"  {name}: done in {time.perf_counter() - start:.1f} s", flush=True)
     return json.loads(out.read_text())
 
 
-def add_body_slice_dice(runs: dict, reference: str, studies: Path, results: Path) -> None:
+def add_body_slice_dice(runs: dict, reference: str, loaders: list, results: Path) -> None:
     """For our air-skipping pipelines: the Dice against the reference on the coronal slices that
     hold body, where both run the networks (elsewhere ours leaves the cue at 0 by design)."""
-    from l2s_engine.io import find_studies, load_study
     from l2s_engine.planning import body_mask, occupied_slices
     from l2s_engine.preprocess import to_coronal
 
     keep = {}
-    for ref in find_studies([studies]):
-        study = load_study(ref)
+    for load in loaders:
+        study = load()
         body = to_coronal(body_mask(study.pet, study.ct), study.geometry)
         keep[study.case_id] = (occupied_slices(body), study.geometry)
     for name, run in runs.items():
@@ -286,8 +336,22 @@ def dice(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import_path()  # a bare checkout (GPU host): the project's packages without installing them
     if args.worker:
         return worker(args)
+    needed = (["torch"] if args.peers else []) + (["monai"] if "monai" in args.peers else [])
+    for module in needed:
+        missing = ensure_installed(module)
+        if missing:
+            print(f"benchmark: the peers need {module}: {missing}", file=sys.stderr)
+            return 2
+    if args.peers:
+        from peers import PEERS
+
+        unknown = sorted(set(args.peers) - set(PEERS))
+        if unknown:
+            print(f"benchmark: unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}", file=sys.stderr)
+            return 2
     from flops import matmul_peak
     from report import machine, summarise, write_report
 
@@ -295,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"benchmark: {args.preset} preset, {args.scans} {args.size} studies, ours {args.backends}, "
           f"peers {args.peers}, {args.threads} threads, device {args.device}", flush=True)
-    studies = studies_dir(args.work, args.size, args.scans)
+    studies = (arrays_dir if args.in_memory else studies_dir)(args.work, args.size, args.scans)
     if args.preset == "lite":
         weights = DEMO
     else:
@@ -316,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         run["dice_vs_" + reference] = [dice(np.load(results_dir / name / f"{r['case_id']}.npy"),
                                             np.load(results_dir / reference / f"{r['case_id']}.npy"))
                                        for r in run["studies"]]
-    add_body_slice_dice(runs, reference, studies, results_dir)
+    add_body_slice_dice(runs, reference, study_loaders(studies, args.in_memory), results_dir)
     report = {"date": datetime.date.today().isoformat(), "machine": machine(), "args": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in
         ("worker", "engine", "weights", "studies", "result")}, "weights": str(weights), "engine": str(engine),

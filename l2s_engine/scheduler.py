@@ -12,8 +12,6 @@ import math
 import os
 import platform
 import queue
-import resource
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +27,7 @@ from .io.images import image_from_array, write_image_atomic
 from .io.writing import write_mask
 from .metrics import CONVENTIONS, aggregate, case_metrics
 from .pipeline import Engine
+from .resources import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +88,6 @@ class StudyRecord:
     mask_ml: float | None = None
     peak_rss_mb: float | None = None
     metrics: dict | None = None
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB.
-
-    Linux: ``VmHWM`` of /proc/self/status, which starts afresh at exec; ``ru_maxrss`` does not
-    (a process started by a big parent reports the parent's peak). Elsewhere ``ru_maxrss``
-    (KiB on Linux, bytes on macOS).
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 
 from l2s_engine.phantoms import make_phantom
 from l2s_engine.pipeline import Engine, InferOptions
-from l2s_engine.scheduler import peak_rss_mb
+from l2s_engine.resources import peak_rss_mb
 
 
 def main() -> None:

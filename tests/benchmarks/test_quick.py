@@ -2,6 +2,7 @@
 and numbers that must hold whatever the machine."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,49 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path):
     assert reference["slices_run_mean"] == monai["slices_run_mean"]
     assert all(d is None or d >= 0.995 for d in ours["dice_on_body_slices"])
     assert "vs monai" in report_path.with_suffix(".md").read_text()
+    # a second report of the same day goes beside the first, which stays as it was
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from report import write_report
+
+    first = {p: p.read_bytes() for p in out.iterdir()}
+    paths = write_report(report, out)
+    assert {p.name for p in paths.values()} == {report_path.stem + "-2" + s for s in (".json", ".md", ".png")}
+    assert all(p.read_bytes() == b for p, b in first.items())
+    assert f"({report_path.stem}-2.png)" in paths["md"].read_text()
+
+
+# a GPU host has neither SimpleITK nor cc3d (nor, perhaps, matplotlib): importing any of them fails
+BLOCK = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {"SimpleITK", "cc3d", "matplotlib"}:
+            raise ImportError(f"{name} is not installed on this host (blocked by the test)")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_in_memory_benchmark_needs_no_image_io(tmp_path):
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(BLOCK)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(block), os.environ.get("PYTHONPATH")]))}
+    check = subprocess.run([sys.executable, "-c", "import SimpleITK"], env=env, capture_output=True, text=True)
+    assert check.returncode != 0 and "blocked by the test" in check.stderr  # the block works
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--in-memory", "--peers",
+                           "monai", "--out", str(out), "--work", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (report_path,) = out.glob("*.json")
+    assert not list(out.glob("*.png"))
+    report = json.loads(report_path.read_text())
+    assert report["plot"].startswith("not drawn") and report["args"]["in_memory"]
+    assert set(report["pipelines"]) == {"ours-onnxruntime-all-slices", "ours-onnxruntime", "monai"}
+    for name, p in report["pipelines"].items():
+        assert p["stage_seconds"]["read"] is None and p["stage_seconds"]["write"] is None
+        assert p["stage_seconds"]["2d"] > 0 and p["stage_seconds"]["3d"] > 0
+        assert "studies_per_minute_pipelined" not in p
+        assert len(p["dice_vs_reference"]) == 2 and not p["comparison_void"], (name, p["dice_vs_reference"])
+    assert report["pipelines"]["ours-onnxruntime"]["slices_run_mean"] < report["pipelines"]["monai"]["slices_run_mean"]
+    assert "not measured" in report_path.with_suffix(".md").read_text()
