@@ -352,6 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             print(f"benchmark: unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}", file=sys.stderr)
             return 2
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"benchmark: --device {args.device} needs a CUDA GPU that torch can use; torch "
+                  f"{torch.__version__} sees none (use --device cpu)", file=sys.stderr)
+            return 2
     from flops import matmul_peak
     from report import machine, summarise, write_report
 

@@ -90,3 +90,23 @@ def test_in_memory_benchmark_needs_no_image_io(tmp_path):
         assert len(p["dice_vs_reference"]) == 2 and not p["comparison_void"], (name, p["dice_vs_reference"])
     assert report["pipelines"]["ours-onnxruntime"]["slices_run_mean"] < report["pipelines"]["monai"]["slices_run_mean"]
     assert "not measured" in report_path.with_suffix(".md").read_text()
+
+
+def _refusal(tmp_path, *extra):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path / "r"),
+                           "--work", str(tmp_path / "w"), *extra], capture_output=True, text=True, timeout=300)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "w").exists()  # refused before any work
+    return proc
+
+
+def test_unknown_peer_is_refused_by_name(tmp_path):
+    proc = _refusal(tmp_path, "--peers", "monai,nnunet")
+    assert proc.returncode == 2 and "unknown peer(s) nnunet; choose from monai, nnunet-style" in proc.stderr
+
+
+def test_cuda_without_a_gpu_is_refused_clearly(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    proc = _refusal(tmp_path, "--device", "cuda")
+    assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr
