@@ -122,8 +122,10 @@ def test_memory_does_not_grow_with_the_number_of_studies(engine, tmp_path):
     _studies(tmp_path / "two", 2, size="small")
     _studies(tmp_path / "ten", 10, size="small")
     two, ten = _peak(engine, tmp_path / "two", tmp_path / "o2"), _peak(engine, tmp_path / "ten", tmp_path / "o10")
-    # one small study's arrays are about 60 MiB: keeping them would add hundreds of MiB
-    assert ten - two < 40, (two, ten)
+    # one small study's arrays are about 60 MiB: keeping them would add about 480 MiB for the
+    # eight more. The peak itself moves with how the read-ahead overlaps a study's work (ten
+    # studies: 331-363 MiB over four runs, two: 318.8 each time), so the margin is wider than that
+    assert ten - two < 100, (two, ten)
 
 
 def test_backend_auto_says_what_it_chose(engine, tmp_path, capsys):
