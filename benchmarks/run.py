@@ -26,17 +26,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -46,9 +43,9 @@ sys.path.insert(0, str(HERE))
 
 from hostprep import ensure_installed, import_path  # noqa: E402
 from report import STAGES  # noqa: E402
+from studies import SEED, make_studies, study_loaders  # noqa: E402
 
 DEMO = ROOT / "weights" / "demo"
-SEED = 4242  # the benchmark's phantom set
 PAPER_SEED = 0
 VOID_DICE = 0.995
 ALL_SLICES = "all-slices"  # our pipeline with air skipping off: the mask check's reference
@@ -84,48 +81,6 @@ def parse_args(argv):
 
 
 # ---- preparation (parent process) --------------------------------------------------------------
-
-def studies_dir(work: Path, size: str, n: int) -> Path:
-    """``n`` phantom studies of ``size`` written once under ``work``."""
-    from l2s_engine.phantoms import make_phantom
-    from l2s_engine.phantoms.files import write_study
-
-    folder = work / f"studies-{size}-{SEED}-{n}"
-    if not (folder / ".complete").exists():
-        for i in range(n):
-            write_study(make_phantom(i, seed=SEED, size=size), folder, "autopet")
-        (folder / ".complete").write_text("")
-    return folder
-
-
-def arrays_dir(work: Path, size: str, n: int) -> Path:
-    """``n`` phantom studies of ``size`` as pickled arrays (``--in-memory``), made once."""
-    from l2s_engine.phantoms import make_phantom
-
-    folder = work / f"arrays-{size}-{SEED}-{n}"
-    if not (folder / ".complete").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            study = make_phantom(i, seed=SEED, size=size)
-            with open(folder / f"{i:03d}.pkl", "wb") as f:
-                pickle.dump({"case_id": study.case_id, "pet": study.pet, "ct": study.ct,
-                             "geometry": study.geometry}, f, protocol=pickle.HIGHEST_PROTOCOL)
-        (folder / ".complete").write_text("")
-    return folder
-
-
-def study_loaders(folder: Path, in_memory: bool) -> list:
-    """One ``load() -> study`` (``case_id``, ``pet``, ``ct``, ``geometry``) per study of ``folder``."""
-    if in_memory:
-        def load_arrays(path: Path):
-            with open(path, "rb") as f:
-                return SimpleNamespace(**pickle.load(f))
-
-        return [functools.partial(load_arrays, path) for path in sorted(folder.glob("*.pkl"))]
-    from l2s_engine.io import find_studies, load_study
-
-    return [functools.partial(load_study, ref) for ref in find_studies([folder])]
-
 
 def calibrate(net, body, positive: float) -> None:
     """Make a random network's output input-driven and sparse, in place: BatchNorm statistics
@@ -366,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"benchmark: {args.preset} preset, {args.scans} {args.size} studies, ours {args.backends}, "
           f"peers {args.peers}, {args.threads} threads, device {args.device}", flush=True)
-    studies = (arrays_dir if args.in_memory else studies_dir)(args.work, args.size, args.scans)
+    studies = make_studies(args.work, args.size, args.scans, args.in_memory)
     if args.preset == "lite":
         weights = DEMO
     else:
