@@ -52,6 +52,14 @@ class BadSpacingError(StudyError):
     """A voxel spacing is zero, negative or not finite."""
 
 
+class ImageTooLargeError(StudyError):
+    """An image header declares more voxels than the run's memory budget allows."""
+
+
+class CoverageError(StudyError):
+    """The CT covers too little of the PET's field of view to be used."""
+
+
 class GeometryMismatchError(StudyError):
     """An image that must share the PET grid (a label, a mask) lies on another grid."""
 

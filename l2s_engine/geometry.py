@@ -41,6 +41,28 @@ class Geometry:
         scaled = index_xyz * np.asarray(self.spacing)
         return np.asarray(self.origin) + scaled @ self.direction_matrix().T
 
+    def world_to_index(self, world: np.ndarray) -> np.ndarray:
+        """Continuous (x, y, z) indices of world LPS points (mm); the inverse of ``index_to_world``."""
+        offset = np.asarray(world, dtype=np.float64) - np.asarray(self.origin)
+        return np.linalg.solve(self.direction_matrix(), offset.T).T / np.asarray(self.spacing)
+
+    def corners_world(self) -> np.ndarray:
+        """The 8 outer corners of the grid's box (voxel edges, not centres), world mm, (8, 3)."""
+        lo, hi = np.full(3, -0.5), np.asarray(self.size, dtype=np.float64) - 0.5
+        corners = np.array([[(lo, hi)[b >> k & 1][k] for k in range(3)] for b in range(8)])
+        return self.index_to_world(corners)
+
+    def coverage_by(self, other: "Geometry") -> float:
+        """The share (0-1) of this grid's box that ``other``'s box covers.
+
+        ``other``'s box is taken as its bounding box in this grid's index space (exact when the
+        two grids' axes are parallel, as for a PET and CT of one acquisition).
+        """
+        inside = self.world_to_index(other.corners_world())
+        lo = np.maximum(inside.min(axis=0), -0.5)
+        hi = np.minimum(inside.max(axis=0), np.asarray(self.size, dtype=np.float64) - 0.5)
+        return float(np.prod(np.clip(hi - lo, 0.0, None)) / np.prod(np.asarray(self.size, dtype=np.float64)))
+
     def same_grid(self, other: "Geometry", tol_mm: float = 1e-3, tol_dir: float = 1e-5) -> bool:
         """Whether two grids coincide voxel for voxel, within small tolerances."""
         return (

@@ -13,12 +13,14 @@ import SimpleITK as sitk
 
 from ..errors import (
     BadSpacingError,
+    ImageTooLargeError,
     NonFiniteVoxelsError,
     NotAVolumeError,
     OutputError,
     UnreadableImageError,
 )
 from ..geometry import Geometry
+from .headers import Declared, HeaderError, declared
 from .nifti import NIFTI_READ_ERRORS, scan_nifti
 
 log = logging.getLogger(__name__)
@@ -57,21 +59,27 @@ def image_from_array(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     return image
 
 
-def read_image(path: Path, role: str) -> sitk.Image:
+def read_image(path: Path, role: str, max_voxels: int | None = None) -> sitk.Image:
     """Read one 3D single-channel image and check its header.
+
+    The raw header is read first (``check_header``), so that nothing is allocated for a file
+    that lies about its size and no spacing is repaired behind the user's back.
 
     Args:
         path: the image file.
         role: what the image is for ("PET", "CT", "SEG"), named in error messages.
+        max_voxels: refuse images declaring more voxels than this (None: no limit).
 
     Raises:
-        UnreadableImageError: SimpleITK cannot read the file, or a NIfTI file is truncated.
+        UnreadableImageError: SimpleITK cannot read the file, or the file is truncated.
+        ImageTooLargeError: the header declares more than ``max_voxels`` voxels.
         NotAVolumeError: the image is not 3D or has several channels.
         NonFiniteVoxelsError: a NIfTI file holds NaN/inf voxels (ITK would read them as 0;
             other formats are checked on the array by ``check_finite``).
         BadSpacingError: a spacing is zero, negative or not finite.
     """
     path = Path(path)
+    check_header(path, role, max_voxels)
     with ThreadPoolExecutor(1) as pool:
         # The raw NIfTI pass decompresses the file a second time: run it beside ITK's read.
         scan = pool.submit(scan_nifti, path) if path.name.lower().endswith((".nii", ".nii.gz")) else None
@@ -93,6 +101,51 @@ def read_image(path: Path, role: str) -> sitk.Image:
     return image
 
 
+def check_header(path: Path, role: str, max_voxels: int | None = None) -> Declared | None:
+    """Check what the raw header of ``path`` declares, before any voxel is read.
+
+    Returns:
+        What the header declares (None for a format without a raw check).
+
+    Raises:
+        UnreadableImageError: the header is invalid, or the file holds less data than it declares.
+        BadSpacingError: a declared spacing is zero, negative, NaN or infinite (ITK would read
+            0 and NaN as 1.0 mm and a negative spacing as a flipped axis).
+        ImageTooLargeError: more voxels than ``max_voxels``.
+    """
+    try:
+        head = declared(path)
+    except (HeaderError, *NIFTI_READ_ERRORS) as exc:
+        raise UnreadableImageError(
+            path, f"the {role} image header cannot be read ({exc}); check that the file is complete and "
+            "in the format its name says") from exc
+    if head is None:
+        return None
+    spacing = head.spacing[:min(3, len(head.shape))]
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise BadSpacingError(
+            path, f"the {role} image header declares voxel spacing {spacing} mm: every spacing must be a "
+            "positive number (ITK would read 0 or NaN as 1.0 mm and a negative value as a flipped axis); "
+            "write the true spacing into the header (pixdim[1..3] in NIfTI, ElementSpacing in MHA, "
+            "spacings or space directions in NRRD)", value=spacing)
+    if max_voxels is not None and head.voxels > max_voxels:
+        raise ImageTooLargeError(
+            path, f"the {role} image header declares {' x '.join(map(str, head.shape))} = {head.voxels:,} "
+            f"voxels, more than the limit of {max_voxels:,} (--max-voxels); if the size is real and this "
+            "machine has the memory, raise --max-voxels, else the header is wrong", value=head.voxels)
+    short = head.shortfall()
+    if short is not None:
+        raise UnreadableImageError(
+            path, f"the {role} image is truncated: its header declares {' x '.join(map(str, head.shape))} "
+            f"voxels, which need {short[1]:,} data bytes{' (compressed, at least)' if head.compression else ''} "
+            f"in {head.data_file.name}, and it holds {short[0]:,}; copy or export it again", value=short[0])
+    return head
+
+
+# What ITK says when a file's data end early (MetaImage, NRRD raw and gzip).
+_TRUNCATED_WORDS = ("not read completely", "fread got only", "but received", "unexpected end")
+
+
 def _itk_read(path: Path, role: str) -> sitk.Image:
     try:
         return sitk.ReadImage(str(path))
@@ -104,6 +157,10 @@ def _itk_read(path: Path, role: str) -> sitk.Image:
                 "refuses; fix the header (ElementSpacing in MHA, spacings in NRRD, pixdim in NIfTI)",
                 value=_spacing_line(str(exc))) from exc
         first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        if any(word in str(exc).lower() for word in _TRUNCATED_WORDS):
+            raise UnreadableImageError(
+                path, f"the {role} image is truncated (its data end before the size its header declares: "
+                f"{first_line}); copy or export it again") from exc
         raise UnreadableImageError(
             path, f"cannot read the {role} image ({first_line}); check that the file is complete "
             f"and in a format SimpleITK reads ({', '.join(IMAGE_SUFFIXES)})") from exc
@@ -172,10 +229,60 @@ def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{split[0]}.", suffix=f".partial{split[1]}", dir=path.parent)
     os.close(fd)
     try:
-        sitk.WriteImage(image, tmp_name, compress)
+        try:
+            sitk.WriteImage(image, tmp_name, compress)
+        except RuntimeError as exc:
+            raise OutputError(f"{path}: cannot write the image ({str(exc).strip().splitlines()[-1]}); "
+                              "check free space and permissions of the output folder") from exc
+        sync_file(Path(tmp_name), path)
+        verify_written(Path(tmp_name), image, path)
         os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def sync_file(tmp: Path, final: Path) -> None:
+    """Flush ``tmp`` to the disk; a full disk may only say so here (delayed allocation, NFS)."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{final}: writing failed ({exc.strerror or exc}); free space on the output "
+                          "disk and run again (nothing was published)") from exc
+
+
+def verify_written(tmp: Path, image: sitk.Image, final: Path) -> None:
+    """Raise OutputError unless ``tmp`` holds all of ``image``'s voxels on its grid.
+
+    SimpleITK does not raise on a short write (a full disk): NIfTI prints a warning, MetaImage
+    nothing. So the file's header is read back and its data length checked (for gzip NIfTI by
+    one streamed pass) before it may be renamed into place.
+    """
+    def fail(why: str):
+        raise OutputError(f"{final}: the written file is incomplete or wrong ({why}); is the output disk "
+                          "full? Free space and run again (nothing was published)")
+
+    try:
+        head = declared(tmp)
+        if head is not None and (tuple(head.shape[:3]) != tuple(image.GetSize()) or head.shortfall()):
+            fail(f"header size {head.shape}, data {head.shortfall() or 'complete'}")
+        if head is not None and head.compressed_bytes is not None \
+                and head.data_file.stat().st_size - head.data_offset != head.compressed_bytes:
+            fail(f"{head.data_file.stat().st_size - head.data_offset} of {head.compressed_bytes} compressed bytes")
+        if tmp.name.lower().endswith((".nii", ".nii.gz")) and not scan_nifti(tmp).complete:
+            fail("NIfTI data end early")
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(tmp))
+        reader.ReadImageInformation()
+    except (HeaderError, RuntimeError, *NIFTI_READ_ERRORS) as exc:
+        fail(f"cannot read it back: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}")
+    written = Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
+                       tuple(reader.GetDirection()))
+    if not geometry_of(image).same_grid(written) or reader.GetPixelID() != image.GetPixelID():
+        fail(f"read back as {written} {reader.GetPixelIDTypeAsString()}")

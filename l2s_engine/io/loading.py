@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import GeometryMismatchError, StudyError
+from ..errors import CoverageError, GeometryMismatchError, StudyError
 from .discovery import StudyRef
 from ..geometry import Geometry
 from .images import check_finite, geometry_of, read_image
@@ -18,6 +18,9 @@ from .images import check_finite, geometry_of, read_image
 log = logging.getLogger(__name__)
 
 CT_OUTSIDE_HU = -1024.0  # autoPET CTres fill value outside the CT field of view
+# A CT covering less of the PET's box than this is refused: the 3D net would see air (the fill
+# value) where the body is, and the mask would be wrong without a word.
+MIN_CT_COVERAGE = 0.5
 
 
 @dataclass
@@ -29,8 +32,9 @@ class Study:
         pet: SUV, float32.
         ct: Hounsfield units, float32, resampled onto the PET grid when it was not on it.
         geometry: the PET grid; masks are written on exactly this grid.
-        seg: the ground-truth lesion mask (uint8 0/1) when the study has one.
+        seg: the ground-truth lesion mask (uint8 0/1) when the study has one and it is usable.
         ref: where the files came from.
+        warnings: what was noticed and worked around (e.g. a label off the PET grid, not used).
     """
 
     case_id: str
@@ -39,6 +43,7 @@ class Study:
     geometry: Geometry
     seg: np.ndarray | None
     ref: StudyRef
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -50,34 +55,54 @@ class LoadResult:
     error: StudyError | None = None
 
 
-def load_study(ref: StudyRef) -> Study:
+def load_study(ref: StudyRef, max_voxels: int | None = None) -> Study:
     """Read, check and align one study.
+
+    A label that cannot be used (off the PET grid, unreadable) costs the study its metrics, not
+    its mask: it is dropped with a warning in ``Study.warnings``.
+
+    Args:
+        ref: the study's files.
+        max_voxels: refuse images whose header declares more voxels (None: no limit).
 
     Raises:
         StudyError: a subclass naming the file, the value and the remedy.
     """
     if ref.problem is not None:
         raise ref.problem
-    pet_image = read_image(ref.pet, "PET")
-    ct_image = read_image(ref.ct, "CT")
+    pet_image = read_image(ref.pet, "PET", max_voxels)
+    ct_image = read_image(ref.ct, "CT", max_voxels)
     pet_geometry = geometry_of(pet_image)
     ct_geometry = geometry_of(ct_image)
     if not pet_geometry.same_grid(ct_geometry):
+        covered = pet_geometry.coverage_by(ct_geometry)
+        if covered < MIN_CT_COVERAGE:
+            raise CoverageError(
+                ref.ct, f"the CT covers {covered:.0%} of the PET's field of view (at least "
+                f"{MIN_CT_COVERAGE:.0%} needed; CT origin {tuple(round(v, 1) for v in ct_geometry.origin)}, "
+                f"PET origin {tuple(round(v, 1) for v in pet_geometry.origin)} mm); check that this CT belongs "
+                "to this PET and that both headers' origin and direction are right", value=round(covered, 4))
         log.warning("%s: CT grid differs from the PET grid (%s); resampling CT onto the PET grid "
-                    "(linear, %g HU outside), as autoPET's CTres", ref.ct,
-                    "; ".join(pet_geometry.differences(ct_geometry)), CT_OUTSIDE_HU)
+                    "(linear, %g HU outside, CT covers %.0f%% of the PET), as autoPET's CTres", ref.ct,
+                    "; ".join(pet_geometry.differences(ct_geometry)), CT_OUTSIDE_HU, 100 * covered)
         ct_image = sitk.Resample(ct_image, pet_image, sitk.Transform(), sitk.sitkLinear,
                                  CT_OUTSIDE_HU, sitk.sitkFloat32)
     pet = sitk.GetArrayFromImage(pet_image).astype(np.float32, copy=False)
     ct = sitk.GetArrayFromImage(ct_image).astype(np.float32, copy=False)
     check_finite(pet, ref.pet, "PET")
     check_finite(ct, ref.ct, "CT")
-    seg = _load_seg(ref.seg, pet_geometry) if ref.seg is not None else None
-    return Study(ref.case_id, pet, ct, pet_geometry, seg, ref)
+    study = Study(ref.case_id, pet, ct, pet_geometry, None, ref)
+    if ref.seg is not None:
+        try:
+            study.seg = _load_seg(ref.seg, pet_geometry, max_voxels)
+        except StudyError as exc:
+            study.warnings.append(f"label not used, no metrics: {exc}")
+            log.warning("%s: label not used, no metrics: %s", ref.case_id, exc)
+    return study
 
 
-def _load_seg(path: Path, pet_geometry: Geometry) -> np.ndarray:
-    image = read_image(path, "SEG")
+def _load_seg(path: Path, pet_geometry: Geometry, max_voxels: int | None) -> np.ndarray:
+    image = read_image(path, "SEG", max_voxels)
     geometry = geometry_of(image)
     if not pet_geometry.same_grid(geometry):
         raise GeometryMismatchError(

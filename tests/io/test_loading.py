@@ -7,7 +7,7 @@ from conftest import LPS_FLIPPED, make_autopet_study, write_volume
 
 from l2s_engine.errors import (
     BadSpacingError,
-    GeometryMismatchError,
+    CoverageError,
     MissingImageError,
     NonFiniteVoxelsError,
     NotAVolumeError,
@@ -128,11 +128,26 @@ def test_garbage_file(tmp_path):
         load_study(_only(folder))
 
 
-def test_label_on_another_grid(tmp_path):
+def test_label_on_another_grid_costs_the_metrics_not_the_study(tmp_path):
     folder = make_autopet_study(tmp_path / "s")
     write_volume(folder / "SEG.nii.gz", np.zeros((6, 5, 4), np.uint8), spacing=(4.0, 4.0, 3.0))
-    with pytest.raises(GeometryMismatchError, match="spacing"):
+    study = load_study(_only(folder))
+    assert study.seg is None and study.pet.shape == (6, 5, 4)
+    (warning,) = study.warnings
+    assert "label not used" in warning and "spacing" in warning and "SEG.nii.gz" in warning
+
+
+def test_ct_covering_less_than_half_the_pet_is_refused(tmp_path):
+    folder = make_autopet_study(tmp_path / "s", shape=(6, 5, 4))
+    # PET box x: [-1, 7) mm (4 voxels of 2 mm, origin 0); a CT shifted 6 mm covers 1/4 of it
+    write_volume(folder / "CTres.nii.gz", np.zeros((6, 5, 4), np.int16), origin=(6.0, 0.0, 0.0))
+    with pytest.raises(CoverageError, match="covers 25% of the PET") as info:
         load_study(_only(folder))
+    assert info.value.value == pytest.approx(0.25)
+    # shifted 2 mm: 3/4 covered, resampled with a warning and used
+    write_volume(folder / "CTres.nii.gz", np.zeros((6, 5, 4), np.int16), origin=(2.0, 0.0, 0.0))
+    ct = load_study(_only(folder)).ct
+    assert (ct[..., 0] == -1024).all() and (ct[..., 1:] == 0).all()
 
 
 def test_one_broken_study_is_reported_and_the_rest_load(tmp_path, caplog):

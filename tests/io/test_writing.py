@@ -32,7 +32,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monkeyp
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(images_module.sitk, "WriteImage", half_write)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(OutputError, match="disk full"):
         write_mask(np.zeros(GRID.shape, np.uint8), GRID, target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.mha"]
@@ -57,3 +57,36 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     os.umask(umask)
     path = write_mask(np.zeros(GRID.shape, np.uint8), GRID, tmp_path / "m.nii.gz")
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("name", ["m.nii.gz", "m.mha"])
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.95])
+def test_a_short_write_that_itk_does_not_report_is_never_published(tmp_path, monkeypatch, name, keep):
+    """A full disk: SimpleITK returns normally after writing only part of the file."""
+    target = tmp_path / name
+    write_mask(np.ones(GRID.shape, np.uint8), GRID, target)
+    before = target.read_bytes()
+    real_write = images_module.sitk.WriteImage
+
+    def short_write(image, path, compress):
+        real_write(image, path, compress)
+        with open(path, "r+b") as f:
+            f.truncate(int(len(f.read()) * keep))
+
+    monkeypatch.setattr(images_module.sitk, "WriteImage", short_write)
+    mask = np.zeros(GRID.shape, np.uint8)
+    mask[1, 2, 3] = 1
+    with pytest.raises(OutputError, match="incomplete or wrong.*disk full"):
+        write_mask(mask, GRID, target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_a_full_disk_at_flush_time_is_an_output_error(tmp_path, monkeypatch):
+    def enospc(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(images_module.os, "fsync", enospc)
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_mask(np.ones(GRID.shape, np.uint8), GRID, tmp_path / "m.nii.gz")
+    assert list(tmp_path.iterdir()) == []
