@@ -187,7 +187,7 @@ def infer_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="backend CPU threads (default: one per core)")
     parser.add_argument("--batch-2d", type=int, default=16, help="coronal slices per network call (default 16)")
     parser.add_argument("--batch-3d", type=int, default=2, help="3D windows per network call (default 2)")
-    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x 2D, 8x 3D work; off by default)")
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation (2x 2D work: left-right, the only flip the 2D net is trained with; 8x 3D; off by default)")
     parser.add_argument("--no-skip-air", action="store_true",
                         help="also run the networks on coronal slices and windows without any body voxel")
     parser.add_argument("--full-cue", action="store_true",

@@ -36,7 +36,7 @@ class InferOptions:
         precision: which exported graphs to run ("fp32" or "fp16").
         threads: backend CPU threads (None: the backend's default).
         batch_2d, batch_3d: coronal slices / windows per network call.
-        tta: flip test-time augmentation (4 passes in 2D, 8 in 3D).
+        tta: flip test-time augmentation (2 passes in 2D, left-right only; 8 in 3D).
         skip_air: leave out coronal slices and windows without a body voxel.
         full_cue: run the 2D net on every (body) slice. Otherwise the host pipeline, under the
             paper rule, runs the 3D net first and the 2D net only on the coronal slices where

@@ -30,6 +30,13 @@ def sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
+# The 2D net is trained with left-right flips only (training/augment.py flips the slice's
+# width, its lateral axis): a head-foot mirrored body is an input it has never seen, so test-time
+# augmentation mirrors that axis alone (axis 3 of a (batch, channels, rows, cols) batch).
+LOC2D_TTA_AXES = (3,)
+SEG3D_TTA_AXES = (2, 3, 4)
+
+
 def flip_sets(spatial_axes: Sequence[int], tta: bool) -> list[tuple[int, ...]]:
     """The mirrorings to run: only the identity, or every subset of ``spatial_axes``."""
     if not tta:
@@ -70,14 +77,14 @@ def run_loc2d(nets: Sequence[Backend], pet_2d: np.ndarray, geometry: Geometry, s
         pet_2d: PET normalised with the 2D spec, (z, y, x).
         slices: coronal slices to run (None: all); the others get a cue of 0.
         batch: slices per network call.
-        tta: also run the slices mirrored along both in-plane axes.
+        tta: also run the slices mirrored left-right (``LOC2D_TTA_AXES``).
         tick: called after each batch (progress).
     """
     coronal = to_coronal(pet_2d, geometry)
     cue = np.zeros(pet_2d.shape, np.float32)
     cue_coronal = to_coronal(cue, geometry)  # a view: writing it fills ``cue``
     index = np.arange(coronal.shape[0]) if slices is None else np.asarray(slices)
-    flips = flip_sets((2, 3), tta)
+    flips = flip_sets(LOC2D_TTA_AXES, tta)
     for group in batches(index, batch):
         x = slices_to_input(coronal, group, spec.resize, spec.crop, spec.in_slices)
         probs = np.zeros((len(group), *spec.slice_shape), np.float32)
@@ -153,7 +160,7 @@ def run_seg3d(nets: Sequence[Backend], pet_3d: np.ndarray, ct_3d: np.ndarray, pl
     """
     weights = gaussian_weights(plan.patch) if weights is None else weights
     wsum = weight_sum(plan, weights)
-    flips = flip_sets((2, 3, 4), tta)
+    flips = flip_sets(SEG3D_TTA_AXES, tta)
     result = None
     for net in nets:
         acc = np.zeros(plan.shape, np.float32)

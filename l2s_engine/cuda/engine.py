@@ -28,7 +28,7 @@ from ..geometry import Geometry
 from ..pipeline import Engine, InferOptions, Segmentation
 from ..postprocess import fuse
 from ..preprocess import slice_context, to_coronal
-from ..stages import flip_sets, mean_logits
+from ..stages import LOC2D_TTA_AXES, SEG3D_TTA_AXES, flip_sets, mean_logits
 from ..tiling import gaussian_weights
 
 FILL = -1.0  # normalised air, where a window overhangs the volume (as the host path)
@@ -141,7 +141,7 @@ class DeviceEngine(Engine):
         with stream:
             context_dev, index_dev = xp.asarray(context), xp.asarray(index.astype(np.int32))
         r0, r1, c0, c1 = spec.crop
-        flips = flip_sets((2, 3), self.options.tta)
+        flips = flip_sets(LOC2D_TTA_AXES, self.options.tta)
         runs = [self.device.runner(net, stream) for net in self.nets["loc2d"]]
         batch = self.options.batch_2d
         for b0 in range(0, len(index), batch):
@@ -173,7 +173,7 @@ class DeviceEngine(Engine):
             corners_dev = xp.asarray(np.array(corners, np.int32).reshape(-1, 3))
             for corner in corners:
                 k.accumulate_window(wsum, None, self.weights, corner)
-        flips = flip_sets((2, 3, 4), self.options.tta)
+        flips = flip_sets(SEG3D_TTA_AXES, self.options.tta)
         batch, nets = self.options.batch_3d, self.nets["seg3d"]
         for fold, net in enumerate(nets):
             run = self.device.runner(net, stream)

@@ -117,6 +117,28 @@ def test_loc2d_cue_equals_reference_and_skipped_slices_are_zero():
     assert not got[[1, 4, 5, 6]].any()
 
 
+def test_loc2d_tta_mirrors_left_right_only():
+    """The 2D net is trained with left-right flips only; TTA averages the logits of the slice and
+    its left-right mirror (the fake net's ramp is not symmetric, so a head-foot pass would show)."""
+    spec = preset("lite").loc2d
+    geometry = Geometry(size=(30, 9, 41), spacing=(4.0, 4.0, 5.0), origin=(0.0, 0.0, 0.0),
+                        direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+    pet = np.random.default_rng(2).uniform(-1, 1, geometry.shape).astype(np.float32)
+    keep = np.array([1, 4, 5])
+    net = FakeBackend((1, spec.in_slices, *spec.slice_shape))
+    with net:
+        cue = run_loc2d([net], pet, geometry, spec, slices=keep, batch=3, tta=True)
+    x = slices_to_input(to_coronal(pet, geometry), keep, spec.resize, spec.crop, spec.in_slices).astype(np.float64)
+    cols = 3  # (batch, channels, rows = head-foot, cols = lateral)
+    logits = (fake_logits(x) + np.flip(fake_logits(np.flip(x, cols)), cols)) / 2.0
+    head_foot = np.flip(fake_logits(np.flip(x, 2)), 2)
+    assert np.abs(head_foot - fake_logits(x)).max() > 0.1  # a head-foot pass would change the result
+    probs = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+    ref = slices_from_output(probs.astype(np.float32), spec.resize, spec.crop, to_coronal(pet, geometry).shape[1:])
+    np.testing.assert_allclose(to_coronal(cue, geometry)[keep], ref, atol=1e-6)
+    assert net.calls == 2
+
+
 def test_sigmoid_saturates_without_warnings():
     x = np.array([-1000.0, -5.0, 0.0, 5.0, 1000.0], np.float32)
     with np.errstate(all="raise"):
