@@ -143,15 +143,14 @@ def _fmt(x: float) -> str:
 
 
 def _write_csv(path: Path, results) -> None:
+    from .files import write_text_atomic
+
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["case_id", "gt_voxels", "pred_voxels", "dice", "fpv_ml", "fnv_ml"])
     for r in results:
         writer.writerow([r.case_id, r.gt_voxels, r.pred_voxels, _csv_num(r.dice), _csv_num(r.fpv_ml), _csv_num(r.fnv_ml)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(buffer.getvalue())
-    tmp.replace(path)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def _csv_num(x: float) -> str:
@@ -166,6 +165,7 @@ def infer_main(argv: list[str] | None = None) -> int:
     from .backends import BACKENDS
     from .pipeline import PRECISIONS
     from .postprocess import RULES
+    from .resources import BYTES_PER_VOXEL, default_max_voxels
     from .scheduler import FORMATS
 
     parser = argparse.ArgumentParser(
@@ -202,7 +202,12 @@ def infer_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=sorted(FORMATS), default="nii.gz", help="mask file format (default nii.gz)")
     parser.add_argument("--save-probs", action="store_true", help="also write the 3D probabilities and the cue (float32)")
     parser.add_argument("--qc", action="store_true", help="also write a coronal PET MIP with the mask overlaid (PNG)")
-    parser.add_argument("--overwrite", action="store_true", help="redo studies whose outputs already exist")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo every study (by default a study is skipped only when its provenance record shows "
+                             "its outputs were made from the same input files with the same engine and options)")
+    parser.add_argument("--max-voxels", type=int, default=default_max_voxels(),
+                        help="refuse input images whose header declares more voxels, before reading them (default "
+                             f"{default_max_voxels():,}: this machine's memory / {BYTES_PER_VOXEL} bytes)")
     parser.add_argument("--pet-channel", default="0000", help="nnU-Net PET channel (default 0000)")
     parser.add_argument("--ct-channel", default="0001", help="nnU-Net CT channel (default 0001)")
     parser.add_argument("--grand-challenge", action="store_true",
@@ -243,7 +248,9 @@ def _infer(args) -> int:
 
     from .io import find_studies
     from .pipeline import InferOptions, open_engine
-    from .scheduler import REPORT, OutputOptions, run_studies, summary, write_report
+    from .errors import OutputError
+    from .files import ensure_writable_dir
+    from .scheduler import REPORT, OutputOptions, prepare_outputs, run_studies, summary, write_report
 
     backend, device, precision = _resolve_backend(args)
     options = InferOptions(backend=backend, device=device, precision=precision, threads=args.threads,
@@ -257,34 +264,45 @@ def _infer(args) -> int:
     else:
         inputs, out_dir, fmt = args.inputs, args.out, args.format
         report_path = args.out / REPORT
-    outputs = OutputOptions(out_dir, fmt, args.save_probs, args.qc, args.overwrite)
+    records_dir = args.gc_output / "l2s_provenance" if args.grand_challenge else None
+    outputs = OutputOptions(out_dir, fmt, args.save_probs, args.qc, args.overwrite, records_dir, args.max_voxels)
     start = time.perf_counter()
     # a bad engine directory is reported before any input is scanned
     engine = open_engine(args.engine, options, keep_maps=args.save_probs)
-    refs = find_studies(inputs, args.pet_channel, args.ct_channel)
+    hidden: list[Path] = []
+    refs = find_studies(inputs, args.pet_channel, args.ct_channel, hidden)
     if not refs:
         print(f"l2s-infer: no study found below {', '.join(map(str, inputs))}", file=sys.stderr)
         return 2
+    prepare_outputs(outputs)  # before any study: an unwritable output folder costs no work
+    ensure_writable_dir(report_path.parent)
     with engine:
         info = engine.describe()
         print(f"backend: {info['name']} {info['version'] or ''} ({info['precision']}, {info['folds']} fold(s), "
               f"{info['preset']} preset, fusion {info['rule']}{_gpu_words(info)}) from {args.engine}; {len(refs)} stud"
-              f"{'y' if len(refs) == 1 else 'ies'} -> {out_dir}")
+              f"{'y' if len(refs) == 1 else 'ies'} -> {out_dir}"
+              + (f"; {len(hidden)} hidden folder(s) not searched (named above)" if hidden else ""))
         records = run_studies(engine, refs, outputs, progress=not args.quiet)
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        write_report(report_path, engine, records, {"inputs": [str(p) for p in inputs],
-                                                    "wall_seconds": round(time.perf_counter() - start, 3)})
+        try:
+            write_report(report_path, engine, records, {"inputs": [str(p) for p in inputs],
+                                                        "hidden_folders_not_searched": [str(p) for p in hidden],
+                                                        "wall_seconds": round(time.perf_counter() - start, 3)})
+        except OutputError as exc:
+            print(f"l2s-infer: no report: {exc}", file=sys.stderr)
+            report_path = None
     totals = summary(records)
     for r in records:
         if r.status == "failed":
             print(f"FAILED {r.case_id}: {r.error}", file=sys.stderr)
     times = "  ".join(f"{k} {v:.2f}s" for k, v in totals["mean_seconds"].items())
-    print(f"{totals['ok']} segmented, {totals['skipped']} skipped (outputs exist), {totals['failed']} failed "
+    print(f"{totals['ok']} segmented, {totals['skipped']} skipped (done earlier), {totals['failed']} failed "
           f"in {time.perf_counter() - start:.1f} s; peak memory {totals['peak_rss_mb']:.0f} MiB")
     if times:
         print(f"mean per study: {times}")
     for convention, agg in totals.get("metrics", {}).items():
         print(f"{convention:>13}: Dice {_fmt(agg['dice'])}  FPV {_fmt(agg['fpv_ml'])} mL  FNV {_fmt(agg['fnv_ml'])} mL "
               f"({agg['cases']} labelled, {agg['positive_cases']} with lesions)")
+    if report_path is None:
+        return 1
     print(f"report: {report_path}")
     return 1 if totals["failed"] else 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import write_bytes_atomic
 from .geometry import Geometry
 
 LESION_RGB = (220, 20, 20)
@@ -81,9 +82,4 @@ def write_png(path: Path, image: np.ndarray) -> Path:
 
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(png)
-    tmp.replace(path)
-    return path
+    return write_bytes_atomic(Path(path), png)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 from pathlib import Path
+
+# Host memory a study takes per voxel of its largest image: PET and CT as float32, their
+# normalised copies, the 3D accumulators, the cue, the mask, and the next study read ahead.
+BYTES_PER_VOXEL = 48
 
 
 def peak_rss_mb() -> float:
@@ -22,3 +27,16 @@ def peak_rss_mb() -> float:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+
+
+def default_max_voxels() -> int:
+    """The voxel budget of one input image on this machine: physical memory / BYTES_PER_VOXEL.
+
+    24 GiB gives about 537 million voxels (a 512 x 512 x 2048 CT); an autoPET PET is at most
+    400 x 400 x 677 (108 million).
+    """
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 16 << 30
+    return max(int(memory // BYTES_PER_VOXEL), 1)

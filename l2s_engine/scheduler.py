@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import platform
 import queue
 import threading
@@ -21,9 +20,11 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from . import provenance
 from .errors import OutputError
 from .io import StudyRef, load_study
 from .io.images import image_from_array, write_image_atomic
+from .files import ensure_writable_dir, remove_stale_partials, write_text_atomic
 from .io.writing import write_mask
 from .metrics import CONVENTIONS, aggregate, case_metrics
 from .pipeline import Engine
@@ -45,7 +46,9 @@ class OutputOptions:
         fmt: "nii.gz" or "mha".
         save_probs: also write the 3D probabilities and the cue (float32) per study.
         qc: also write a coronal PET MIP with the mask overlaid (PNG) per study.
-        overwrite: redo studies whose outputs already exist.
+        overwrite: redo studies even when their record says their outputs are done.
+        records_dir: where each study's provenance record goes (default ``out_dir/provenance``).
+        max_voxels: refuse input images whose header declares more voxels (None: no limit).
     """
 
     out_dir: Path
@@ -53,6 +56,8 @@ class OutputOptions:
     save_probs: bool = False
     qc: bool = False
     overwrite: bool = False
+    records_dir: Path | None = None
+    max_voxels: int | None = None
 
     def __post_init__(self):
         if self.fmt not in FORMATS:
@@ -69,9 +74,20 @@ class OutputOptions:
             paths["qc"] = self.out_dir / "qc" / f"{case_id}.png"
         return paths
 
-    def complete(self, case_id: str) -> bool:
-        # writes are atomic (temp file + rename), so a file that exists is complete
-        return all(p.is_file() for p in self.paths(case_id).values())
+    @property
+    def records(self) -> Path:
+        """The folder of the provenance records (see ``l2s_engine.provenance``)."""
+        return self.records_dir or self.out_dir / provenance.RECORDS
+
+    def record_path(self, case_id: str) -> Path:
+        """The provenance record of ``case_id``."""
+        return self.records / f"{case_id}.json"
+
+    def folders(self) -> list[Path]:
+        """Every folder this run writes into."""
+        folders = [self.out_dir, self.records]
+        folders += [self.out_dir / "probs"] if self.save_probs else []
+        return folders + ([self.out_dir / "qc"] if self.qc else [])
 
 
 @dataclass
@@ -79,8 +95,10 @@ class StudyRecord:
     """What happened to one study (a row of report.json)."""
 
     case_id: str
+    source: str = ""                 # the study folder the inputs came from
     status: str = "pending"          # ok | failed | skipped
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     work: dict[str, int] = field(default_factory=dict)
@@ -94,7 +112,7 @@ class StudyRecord:
 class WriteJob:
     """What the writer needs of one study: only the outputs, not the input volumes."""
 
-    case_id: str
+    ref: StudyRef
     geometry: object
     protected: tuple[Path, ...]
     mask: np.ndarray
@@ -106,26 +124,29 @@ class WriteJob:
 def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, progress: bool = True) -> list[StudyRecord]:
     """Segment every study of ``refs`` and write its outputs; returns one record per study.
 
-    Studies whose outputs are complete are skipped unless ``outputs.overwrite``. At most two
-    studies' volumes are in memory at once (the one running and the one read ahead).
+    A study is skipped only when its provenance record shows that its outputs were made from
+    these very inputs with this engine and these options (``provenance.why_not_done``), unless
+    ``outputs.overwrite``. At most two studies' volumes are in memory at once (the one running
+    and the one read ahead). Every output folder is checked for writability first, and
+    temporary files left by an interrupted run are removed.
+
+    Raises:
+        OutputError: an output folder is not usable (before any study is run).
     """
-    outputs.out_dir.mkdir(parents=True, exist_ok=True)
-    records = {r.case_id: StudyRecord(r.case_id) for r in refs}
-    todo = []
-    for ref in refs:
-        if not outputs.overwrite and outputs.complete(ref.case_id):
-            records[ref.case_id].status = "skipped"
-            log.info("%s: outputs exist, skipped (--overwrite redoes it)", ref.case_id)
-        else:
-            todo.append(ref)
+    prepare_outputs(outputs)
+    records = {r.case_id: StudyRecord(r.case_id, source=str(r.folder)) for r in refs}
+    run = provenance.run_key(engine)
+    todo, unvouched = _plan(refs, outputs, run, records)
     loaded: queue.Queue = queue.Queue(maxsize=1)
     slot = threading.Semaphore(1)  # one study read ahead, loaded or loading
     to_write: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     # the GPU pipeline uploads the next study from the reader thread while this one runs
     stage = getattr(engine, "stage", None)
-    reader = threading.Thread(target=_read_all, args=(todo, loaded, slot, stop, stage), name="l2s-reader", daemon=True)
-    writer = threading.Thread(target=_write_all, args=(to_write, outputs, records), name="l2s-writer", daemon=True)
+    reader = threading.Thread(target=_read_all, args=(todo, loaded, slot, stop, stage, outputs.max_voxels),
+                              name="l2s-reader", daemon=True)
+    writer = threading.Thread(target=_write_all, args=(to_write, outputs, records, run, unvouched), name="l2s-writer",
+                              daemon=True)
     reader.start()
     writer.start()
     overall = tqdm(total=len(todo), desc="studies", unit="study", disable=not progress)
@@ -150,6 +171,8 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
             if error is not None:
                 record.status, record.error = "failed", f"{type(error).__name__}: {error}"
                 log.error("%s: FAILED: %s", ref.case_id, error)
+                if ref.case_id in unvouched:
+                    _withdraw(outputs, ref.case_id)
             record.peak_rss_mb = round(peak_rss_mb(), 1)
             overall.update(1)
     finally:
@@ -161,18 +184,52 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
     return [records[r.case_id] for r in refs]
 
 
+def prepare_outputs(outputs: OutputOptions) -> None:
+    """Check every output folder is writable and remove temporary files of an interrupted run.
+
+    Raises:
+        OutputError: naming the folder that is a file, cannot be created or is not writable.
+    """
+    started = time.time()
+    for folder in outputs.folders():
+        ensure_writable_dir(folder)
+    stale = remove_stale_partials(outputs.folders(), older_than=started)
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted run", len(stale))
+
+
+def _plan(refs: list[StudyRef], outputs: OutputOptions, run: dict,
+          records: dict[str, StudyRecord]) -> tuple[list[StudyRef], set[str]]:
+    """(the studies to run, the case ids whose existing outputs no record vouches for)."""
+    todo, unvouched = [], set()
+    for ref in refs:
+        paths = outputs.paths(ref.case_id)
+        why = provenance.why_not_done(provenance.read_record(outputs.record_path(ref.case_id)), ref, run, paths)
+        if why is None and not outputs.overwrite:
+            records[ref.case_id].status = "skipped"
+            log.info("%s: done earlier from these inputs with this engine and options, skipped "
+                     "(--overwrite redoes it)", ref.case_id)
+            continue
+        if why is not None and any(p.exists() for p in paths.values()):
+            unvouched.add(ref.case_id)
+            log.info("%s: outputs exist but are redone: %s", ref.case_id, why)
+        todo.append(ref)
+    return todo, unvouched
+
+
 def _segment(engine: Engine, study, staged, record: StudyRecord, outputs: OutputOptions, progress) -> tuple:
     """(write job, None) for one loaded study, or (None, the exception)."""
     try:
         extra = {} if staged is None else {"staged": staged}
         result = engine.segment(study.pet, study.ct, study.geometry, progress=progress, **extra)
+        record.warnings.extend(study.warnings)
         record.timings.update(result.timings)
         record.work = result.work
         record.mask_voxels = int(result.mask.sum())
         record.mask_ml = record.mask_voxels * study.geometry.voxel_volume_ml
         if study.seg is not None:
             record.metrics = asdict(case_metrics(result.mask, study.seg, study.geometry.voxel_volume_ml, study.case_id))
-        job = WriteJob(study.case_id, study.geometry,
+        job = WriteJob(study.ref, study.geometry,
                        tuple(p for p in (study.ref.pet, study.ref.ct, study.ref.seg) if p is not None), result.mask)
         if outputs.save_probs:
             job.p3d, job.cue = result.p3d, result.cue
@@ -187,14 +244,14 @@ def _segment(engine: Engine, study, staged, record: StudyRecord, outputs: Output
 
 
 def _read_all(refs: list[StudyRef], loaded: queue.Queue, slot: threading.Semaphore, stop: threading.Event,
-              stage=None) -> None:
+              stage=None, max_voxels: int | None = None) -> None:
     for ref in refs:
         slot.acquire()
         if stop.is_set():
             return
         start = time.perf_counter()
         try:
-            study = load_study(ref)
+            study = load_study(ref, max_voxels)
             staged = stage(study.pet, study.ct) if stage is not None else None
             item = (ref, study, staged, None, time.perf_counter() - start)
             del study, staged
@@ -205,23 +262,45 @@ def _read_all(refs: list[StudyRef], loaded: queue.Queue, slot: threading.Semapho
     loaded.put(_DONE)
 
 
-def _write_all(to_write: queue.Queue, outputs: OutputOptions, records: dict[str, StudyRecord]) -> None:
+def _write_all(to_write: queue.Queue, outputs: OutputOptions, records: dict[str, StudyRecord], run: dict,
+               unvouched: set[str]) -> None:
     while (job := to_write.get()) is not _DONE:
-        record = records[job.case_id]
+        record = records[job.ref.case_id]
         start = time.perf_counter()
         try:
-            record.outputs = {k: str(p) for k, p in write_outputs(job, outputs).items()}
+            written = write_outputs(job, outputs)
+            # last, once every output is in place: the record that makes the study "done"
+            provenance.write_record(outputs.record_path(job.ref.case_id), provenance.make_record(job.ref, run, written))
+            record.outputs = {k: str(p) for k, p in written.items()}
             record.status = "ok"
         except Exception as exc:
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
-            log.error("%s: FAILED writing outputs: %s", job.case_id, exc)
+            log.error("%s: FAILED writing outputs: %s", job.ref.case_id, exc)
+            if job.ref.case_id in unvouched:
+                _withdraw(outputs, job.ref.case_id)
         record.timings["write"] = time.perf_counter() - start
         del job
 
 
+def _withdraw(outputs: OutputOptions, case_id: str) -> None:
+    """Remove the earlier outputs of a study that failed now and whose record did not vouch for them.
+
+    Left in place, they would be taken for this run's result: a mask of changed inputs, of
+    another engine, or of another study that once had this case id.
+    """
+    for path in outputs.paths(case_id).values():
+        if path.exists():
+            try:
+                path.unlink()
+                log.warning("%s: removed %s, an earlier output that this failed run could not replace", case_id, path)
+            except OSError as exc:
+                log.warning("%s: %s is an earlier output and could not be removed (%s); do not use it",
+                            case_id, path, exc)
+
+
 def write_outputs(job: WriteJob, outputs: OutputOptions) -> dict[str, Path]:
     """Write the mask (and probabilities, QC picture) of one study; returns the paths."""
-    paths = outputs.paths(job.case_id)
+    paths = outputs.paths(job.ref.case_id)
     write_mask(job.mask, job.geometry, paths["mask"], protected=job.protected)
     if outputs.save_probs:
         for key in ("p3d", "cue"):
@@ -253,17 +332,18 @@ def summary(records: list[StudyRecord]) -> dict:
 
 
 def write_report(path: Path, engine: Engine, records: list[StudyRecord], extra: dict) -> Path:
-    """report.json: backend, versions, options, per-study records and the summary (atomic)."""
+    """report.json: backend, versions, options, per-study records and the summary (atomic).
+
+    Raises:
+        OutputError: it cannot be written (full disk, permissions); the previous one is kept.
+    """
     import SimpleITK as sitk
 
     report = {"l2s_engine": __version__, "python": platform.python_version(), "numpy": np.__version__,
               "SimpleITK": sitk.Version_VersionString(),
               "backend": engine.describe(), "options": asdict(engine.options), **extra,
               "summary": summary(records), "studies": [asdict(r) for r in records]}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n")
 
 
 def _finite(value):

@@ -11,10 +11,13 @@ Layouts (image files in any format SimpleITK reads, see ``IMAGE_SUFFIXES``):
 
 Discovery only looks at names. A study with a missing or ambiguous file is still returned,
 with the fault in ``problem``, so that loading reports it and a many-study run goes on.
+Hidden folders (``.name``, e.g. a NAS's ``.snapshot`` copies) are not searched unless given as
+an input themselves; each one passed over is logged and counted, never dropped silently.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -26,6 +29,8 @@ from .images import split_image_name
 AUTOPET_NAMES = ("SUV", "CTres", "CT", "SEG", "PET")
 _NNUNET_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+log = logging.getLogger(__name__)
 
 
 class InputPathError(L2SError):
@@ -56,13 +61,17 @@ def sanitize_case_id(raw: str) -> str:
 
 
 def find_studies(paths: list[Path | str], pet_channel: str = "0000",
-                 ct_channel: str = "0001") -> list[StudyRef]:
+                 ct_channel: str = "0001", hidden: list[Path] | None = None) -> list[StudyRef]:
     """Every study found below ``paths``, in a stable order, with unique safe case ids.
+
+    Two studies whose ids clash (``siteA/study`` and ``siteB/study``) get ``study`` and
+    ``study-2``, with a warning naming both folders.
 
     Args:
         paths: folders to search (recursively), or nnU-Net channel files.
         pet_channel: nnU-Net channel suffix of the PET image.
         ct_channel: nnU-Net channel suffix of the CT image.
+        hidden: if given, the hidden folders passed over are appended to it.
 
     Raises:
         InputPathError: a path does not exist, or nothing below it looks like a study.
@@ -82,7 +91,7 @@ def find_studies(paths: list[Path | str], pet_channel: str = "0000",
                      if match is not None and r.case_id == match["case"]]
         else:
             found = []
-            for folder in _walk(path, seen_dirs):
+            for folder in _walk(path, seen_dirs, hidden):
                 found.extend(_studies_in(folder, pet_channel, ct_channel))
         if not found:
             raise InputPathError(
@@ -92,14 +101,19 @@ def find_studies(paths: list[Path | str], pet_channel: str = "0000",
     return _unique_ids(refs)
 
 
-def _walk(root: Path, seen: set[str]):
-    """Folders below root (root included), sorted, hidden ones skipped, links followed once."""
+def _walk(root: Path, seen: set[str], hidden: list[Path] | None = None):
+    """Folders below root (root included), sorted, hidden ones passed over (logged), links followed once."""
     for current, dirs, _files in os.walk(root, followlinks=True):
         real = os.path.realpath(current)
         if real in seen:
             dirs[:] = []
             continue
         seen.add(real)
+        for name in sorted(d for d in dirs if d.startswith(".")):
+            log.warning("%s: hidden folder not searched (its name starts with '.'); give it as an input "
+                        "to search it", Path(current) / name)
+            if hidden is not None:
+                hidden.append(Path(current) / name)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         folder = Path(current)
         if _grand_challenge_images(folder) is not None:
@@ -196,7 +210,7 @@ def _nnunet_studies(folder: Path, pet_channel: str, ct_channel: str) -> list[Stu
 
 
 def _unique_ids(refs: list[StudyRef]) -> list[StudyRef]:
-    taken: set[str] = set()
+    taken: dict[str, Path] = {}
     out = []
     for ref in refs:
         base = sanitize_case_id(ref.case_id)
@@ -204,6 +218,9 @@ def _unique_ids(refs: list[StudyRef]) -> list[StudyRef]:
         while case_id in taken:
             n += 1
             case_id = f"{base}-{n}"
-        taken.add(case_id)
+        if case_id != base:
+            log.warning("case id %r of %s is taken by %s; this study is written as %r (each output's "
+                        "provenance record names its folder)", base, ref.folder, taken[base], case_id)
+        taken[case_id] = ref.folder
         out.append(StudyRef(case_id, ref.layout, ref.folder, ref.pet, ref.ct, ref.seg, ref.problem))
     return out

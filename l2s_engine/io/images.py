@@ -19,6 +19,7 @@ from ..errors import (
     OutputError,
     UnreadableImageError,
 )
+from ..files import UMASK, sync_file
 from ..geometry import Geometry
 from .headers import Declared, HeaderError, declared
 from .nifti import NIFTI_READ_ERRORS, scan_nifti
@@ -204,15 +205,6 @@ def check_finite(array: np.ndarray, path: Path, role: str) -> None:
             "re-export the image or replace those voxels before inference", value=bad)
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)  # the only way to read it; done once, at import, before any writer thread
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
 def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> Path:
     """Write ``image`` to ``path`` so that readers never see a partial file.
 
@@ -236,25 +228,12 @@ def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> 
                               "check free space and permissions of the output folder") from exc
         sync_file(Path(tmp_name), path)
         verify_written(Path(tmp_name), image, path)
-        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
+        os.chmod(tmp_name, 0o666 & ~UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
-
-
-def sync_file(tmp: Path, final: Path) -> None:
-    """Flush ``tmp`` to the disk; a full disk may only say so here (delayed allocation, NFS)."""
-    try:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"{final}: writing failed ({exc.strerror or exc}); free space on the output "
-                          "disk and run again (nothing was published)") from exc
 
 
 def verify_written(tmp: Path, image: sitk.Image, final: Path) -> None:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from l2s_engine import files as files_module
 from l2s_engine.errors import OutputError
 from l2s_engine.geometry import Geometry
 from l2s_engine.io import write_mask
@@ -86,7 +87,7 @@ def test_a_full_disk_at_flush_time_is_an_output_error(tmp_path, monkeypatch):
     def enospc(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(images_module.os, "fsync", enospc)
+    monkeypatch.setattr(files_module.os, "fsync", enospc)
     with pytest.raises(OutputError, match="No space left on device"):
         write_mask(np.ones(GRID.shape, np.uint8), GRID, tmp_path / "m.nii.gz")
     assert list(tmp_path.iterdir()) == []

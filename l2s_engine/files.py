@@ -1,0 +1,111 @@
+"""Plain files written atomically, and the output folder's checks (no SimpleITK here).
+
+Every output goes to a temporary ``.<name>.<random>.partial<suffix>`` file in the target's
+folder, is flushed to the disk (a full disk may only say so at ``fsync``), and is renamed over
+the target only when complete, so a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any writer thread
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+
+
+def sync_file(tmp: Path, final: Path) -> None:
+    """Flush ``tmp`` to the disk; a full disk may only say so here (delayed allocation, NFS)."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{final}: writing failed ({exc.strerror or exc}); free space on the output "
+                          "disk and run again (nothing was published)") from exc
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; see ``write_bytes_atomic``."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a flushed temporary file renamed into place.
+
+    Raises:
+        OutputError: the folder is not writable or the disk is full; nothing was replaced.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write it ({exc.strerror or exc}); free space or fix the "
+                          "permissions of the output folder and run again") from exc
+    return path
+
+
+def ensure_writable_dir(folder: Path) -> Path:
+    """Create ``folder`` if needed and prove a file can be created in it.
+
+    Raises:
+        OutputError: it is a file, cannot be created, or is not writable (checked before any
+            study is computed, so that no work is lost at the end).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: the output folder is a file; choose another output folder (-o)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".l2s-write-check.", suffix=".partial", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise OutputError(f"{folder}: the output folder is not writable ({exc.strerror or exc}); fix its "
+                          "permissions or choose another output folder (-o)") from exc
+    return folder
+
+
+def remove_stale_partials(folders, older_than: float) -> list[Path]:
+    """Delete temporary ``.*.partial*`` files left by an interrupted run (kill -9, power loss).
+
+    Only files last modified before ``older_than`` (a time.time() stamp, the start of this run)
+    are removed, so this run's own temporary files are never touched.
+    """
+    removed = []
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") and ".partial" in entry.name and entry.is_file(follow_symlinks=False):
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime < older_than:
+                        os.unlink(entry.path)
+                        removed.append(Path(entry.path))
+                except OSError:
+                    continue
+    return removed
