@@ -276,26 +276,34 @@ def _write_all(to_write: queue.Queue, outputs: OutputOptions, records: dict[str,
         except Exception as exc:
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
             log.error("%s: FAILED writing outputs: %s", job.ref.case_id, exc)
-            if job.ref.case_id in unvouched:
-                _withdraw(outputs, job.ref.case_id)
+            # a study is published whole or not at all: no mask without its maps, no old maps
+            _withdraw(outputs, job.ref.case_id)
         record.timings["write"] = time.perf_counter() - start
         del job
 
 
 def _withdraw(outputs: OutputOptions, case_id: str) -> None:
-    """Remove the earlier outputs of a study that failed now and whose record did not vouch for them.
+    """Remove the outputs (and record) of a study that failed.
 
-    Left in place, they would be taken for this run's result: a mask of changed inputs, of
-    another engine, or of another study that once had this case id.
+    Called when its outputs could not all be written, or when it failed before writing and no
+    record vouched for its earlier outputs: left in place, they would be taken for this run's
+    result (a mask without its maps, a mask of changed inputs, of another engine, or of
+    another study that once had this case id).
     """
+    outputs.record_path(case_id).unlink(missing_ok=True)
+    removed, kept = [], []
     for path in outputs.paths(case_id).values():
-        if path.exists():
-            try:
+        try:
+            if path.exists():
                 path.unlink()
-                log.warning("%s: removed %s, an earlier output that this failed run could not replace", case_id, path)
-            except OSError as exc:
-                log.warning("%s: %s is an earlier output and could not be removed (%s); do not use it",
-                            case_id, path, exc)
+                removed.append(path.name)
+        except OSError as exc:
+            kept.append(f"{path} ({exc.strerror or exc})")
+    if removed:
+        log.warning("%s: the study failed, so its outputs were removed: %s", case_id, ", ".join(removed))
+    if kept:
+        log.error("%s: the study failed and these outputs could not be removed; do not use them: %s",
+                  case_id, "; ".join(kept))
 
 
 def write_outputs(job: WriteJob, outputs: OutputOptions) -> dict[str, Path]:

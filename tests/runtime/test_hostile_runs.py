@@ -198,3 +198,21 @@ def test_the_voxel_budget_fails_the_study_by_name(engine, tmp_path):
     folder = _study(tmp_path / "in" / "s", 1)
     assert _run(engine, [folder], tmp_path / "out", "--max-voxels", "1000") == 1
     assert "more than the limit of 1,000 (--max-voxels)" in _studies(tmp_path / "out")["s"]["error"]
+
+
+def test_a_study_is_published_whole_or_not_at_all(engine, tmp_path, monkeypatch):
+    folder = _study(tmp_path / "in" / "s", 0)
+    out = tmp_path / "out"
+    real_write = images_module.sitk.WriteImage
+
+    def cue_fails(image, path, compress):
+        if "_cue" in Path(path).name:
+            raise RuntimeError("No space left on device")
+        real_write(image, path, compress)
+
+    monkeypatch.setattr(images_module.sitk, "WriteImage", cue_fails)
+    assert _run(engine, [folder], out, "--save-probs") == 1
+    assert _studies(out)["s"]["status"] == "failed"
+    # the mask and the 3D map were written before the cue failed: withdrawn with it
+    assert not (out / "s.nii.gz").exists() and not list((out / "probs").iterdir())
+    assert not (out / "provenance" / "s.json").exists()
