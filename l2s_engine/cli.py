@@ -250,7 +250,7 @@ def _infer(args) -> int:
     from .pipeline import InferOptions, open_engine
     from .errors import OutputError
     from .files import ensure_writable_dir
-    from .scheduler import REPORT, OutputOptions, prepare_outputs, run_studies, summary, write_report
+    from .scheduler import REPORT, OutputOptions, run_studies, summary, write_report
 
     backend, device, precision = _resolve_backend(args)
     options = InferOptions(backend=backend, device=device, precision=precision, threads=args.threads,
@@ -274,8 +274,7 @@ def _infer(args) -> int:
     if not refs:
         print(f"l2s-infer: no study found below {', '.join(map(str, inputs))}", file=sys.stderr)
         return 2
-    prepare_outputs(outputs)  # before any study: an unwritable output folder costs no work
-    ensure_writable_dir(report_path.parent)
+    ensure_writable_dir(report_path.parent)  # the output folders: in run_studies, before any study
     with engine:
         info = engine.describe()
         print(f"backend: {info['name']} {info['version'] or ''} ({info['precision']}, {info['folds']} fold(s), "

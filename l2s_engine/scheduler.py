@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
-from . import provenance
+from . import __version__, provenance
 from .errors import OutputError
+from .files import ensure_writable_dir, remove_stale_partials, write_text_atomic
 from .io import StudyRef, load_study
 from .io.images import image_from_array, write_image_atomic
-from .files import ensure_writable_dir, remove_stale_partials, write_text_atomic
 from .io.writing import write_mask
 from .metrics import CONVENTIONS, aggregate, case_metrics
 from .pipeline import Engine
