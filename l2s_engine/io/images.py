@@ -22,7 +22,7 @@ from ..errors import (
 from ..files import UMASK, sync_file
 from ..geometry import Geometry
 from .headers import Declared, HeaderError, declared
-from .nifti import NIFTI_READ_ERRORS, scan_nifti
+from .nifti import NIFTI_READ_ERRORS, holds_all_bytes, scan_nifti
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +240,8 @@ def verify_written(tmp: Path, image: sitk.Image, final: Path) -> None:
     """Raise OutputError unless ``tmp`` holds all of ``image``'s voxels on its grid.
 
     SimpleITK does not raise on a short write (a full disk): NIfTI prints a warning, MetaImage
-    nothing. So the file's header is read back and its data length checked (for gzip NIfTI by
-    one streamed pass) before it may be renamed into place.
+    nothing. So the file's header is read back and its data length checked (for gzip NIfTI the
+    size field of the gzip trailer) before it may be renamed into place.
     """
     def fail(why: str):
         raise OutputError(f"{final}: the written file is incomplete or wrong ({why}); is the output disk "
@@ -254,7 +254,7 @@ def verify_written(tmp: Path, image: sitk.Image, final: Path) -> None:
         if head is not None and head.compressed_bytes is not None \
                 and head.data_file.stat().st_size - head.data_offset != head.compressed_bytes:
             fail(f"{head.data_file.stat().st_size - head.data_offset} of {head.compressed_bytes} compressed bytes")
-        if tmp.name.lower().endswith((".nii", ".nii.gz")) and not scan_nifti(tmp).complete:
+        if tmp.name.lower().endswith((".nii", ".nii.gz")) and not holds_all_bytes(tmp):
             fail("NIfTI data end early")
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(tmp))

@@ -76,6 +76,20 @@ def _stored_size(path: Path, gz: bool) -> int:
         return struct.unpack("<I", f.read(4))[0]
 
 
+def holds_all_bytes(path: Path) -> bool:
+    """Whether a NIfTI file's size (or its gzip trailer's size field) is exactly header + voxels.
+
+    Enough to catch a short write of a file just written by one writer in one gzip member (a
+    truncated gzip file ends in compressed data, which matches the size field with
+    probability 2**-32); an input file needs ``scan_nifti``.
+    """
+    gz = path.name.lower().endswith(".gz")
+    with (gzip.open if gz else open)(path, "rb") as f:
+        header = _parse_header(f.read(540))
+    expected = header.vox_offset + int(np.prod(header.shape_xyz)) * header.bitpix // 8
+    return _stored_size(path, gz) == expected % (1 << (32 if gz else 64))
+
+
 def scan_nifti(path: Path) -> NiftiScan:
     """Check that a .nii/.nii.gz file holds all its voxels, and count non-finite ones.
 
