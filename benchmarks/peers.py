@@ -1,7 +1,9 @@
 """The peer pipelines the benchmark compares with, written plainly on public libraries.
 
 Both run the same PyTorch networks (fp32, eager, CPU or CUDA) on every coronal slice and every
-window, with no air skipping, and fuse in numpy with the paper rule:
+window, with no air skipping, and fuse in numpy with the paper rule. A study at another spacing
+than the networks' is resampled to it and the maps back before the fusion, as nnU-Net and MONAI
+bundles do, with ``l2s_engine.resample`` (ours: the same grid, so the masks can be compared):
 
 - ``monai``: 2D slices in batches; 3D through ``monai.inferers.sliding_window_inference``
   (Gaussian importance map, overlap 0.5, ``sw_batch_size`` windows per call);
@@ -22,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from l2s_engine.preprocess import coronal_axes
+from l2s_engine.resample import CT_ORDER, PET_ORDER, grid_map
 
 
 class Counting(torch.nn.Module):
@@ -82,6 +85,12 @@ class Peer:
         self.loc.items = self.seg.items = 0
         times = {}
         start = time.perf_counter()
+        grid = grid_map(geometry, self.spec.spacing_zyx_mm)
+        if grid.resampled:
+            pet_suv, ct_hu = grid.to_network(pet_suv, PET_ORDER), grid.to_network(ct_hu, CT_ORDER)
+        geometry = grid.network
+        times["resample"] = time.perf_counter() - start
+        start = time.perf_counter()
         x = self.inputs_3d(pet_suv, ct_hu)
         times["preprocess"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -90,6 +99,9 @@ class Peer:
         start = time.perf_counter()
         p3d = self.probabilities(x)
         times["3d"] = time.perf_counter() - start
+        start = time.perf_counter()
+        p3d, cue = grid.to_native(p3d), grid.to_native(cue)
+        times["resample"] += time.perf_counter() - start
         start = time.perf_counter()
         mask = self.fuse(p3d, cue)
         times["fusion"] = time.perf_counter() - start

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("read", "preprocess", "2d", "3d", "fusion", "write")
+STAGES = ("read", "preprocess", "resample", "2d", "3d", "fusion", "write")
 CPU_TARGETS = {"speedup": 2.5, "network_share_of_peak": 0.40}
 
 
@@ -78,6 +78,9 @@ def summarise(runs: dict, flops: dict, peak: dict, reference: str) -> dict:
             "floor_seconds": (f2d + f3d) / 1e9 / peak["gflops"] + float(e2e.mean()) - networks,
             "dice_vs_reference": dices, "dice_on_body_slices": body, "masks_both_empty": sum(d is None for d in dices),
             "comparison_void": any(d < 0.995 for d in scored),
+            # resampling to the networks' spacing and back, as a share of end to end (None: not measured)
+            "resample_share": stage["resample"] / float(e2e.mean()) if stage["resample"] is not None else None,
+            "spacing": rows[0].get("spacing"),
             f"time_over_{reference}": float(e2e.mean()) / ref_e2e,
         }
         if "pipelined_seconds" in run:
@@ -156,6 +159,14 @@ def markdown(report: dict) -> str:
         lines.append(f"- {o}: network stages at {100 * share:.0f}% of the matmul peak (target >= "
                      f"{100 * CPU_TARGETS['network_share_of_peak']:.0f}%: "
                      f"{'met' if share >= CPU_TARGETS['network_share_of_peak'] else 'NOT met'})")
+    spacing = next((p["spacing"] for p in pipes.values() if p.get("spacing")), None)
+    if spacing:
+        lines += ["", f"Network spacing {spacing['network_spacing_zyx_mm']} mm (z, y, x), studies at "
+                  f"{spacing['native_spacing_zyx_mm']} mm: " + ("resampled to it (PET Keys cubic, CT linear) and the "
+                  "3D probabilities and cue back (linear) before the threshold; `resample` is both ways. Share of "
+                  "end to end: " + ", ".join(f"{n} {100 * p['resample_share']:.1f}%" for n, p in pipes.items()
+                                             if p["resample_share"] is not None) + "."
+                  if spacing["resampled"] else "the same grid, nothing resampled.")]
     if a.get("in_memory"):
         lines += ["", "In memory (`--in-memory`): the studies were generated as arrays; nothing was read or "
                   "written as image files, so read, write and the pipelined run are not measured (`-`)."]

@@ -106,19 +106,25 @@ def calibrate(net, body, positive: float) -> None:
 
 def paper_weights(work: Path, sample) -> Path:
     """Paper-size networks with seeded random weights, calibrated on ``sample`` (``calibrate``:
-    ~2% of 2D pixels and ~1% of 3D voxels positive)."""
+    ~2% of 2D pixels and ~1% of 3D voxels positive), recorded at the sample's spacing: random
+    networks were trained nowhere, and at the studies' own spacing nothing is resampled (the
+    paper preset's autoPET spacing would resample `small` studies to 8x the voxels)."""
+    import dataclasses
+
     import torch
 
     from l2s_engine.preprocess import slices_to_input, to_coronal, window
+    from l2s_engine.resample import spacing_zyx
     from l2s_engine.spec import preset
     from l2s_engine.tiling import pad_amounts
     from l2s_training.models import Loc2DNet, Seg3DNet
     from l2s_training.weights import save_weights, write_config
 
-    out = work / f"weights-paper-{PAPER_SEED}"
+    spacing = tuple(round(v, 4) for v in spacing_zyx(sample.geometry))
+    out = work / f"weights-paper-{PAPER_SEED}-{'x'.join(f'{v:g}' for v in spacing)}mm"
     if (out / "config.json").exists():
         return out
-    spec = preset("paper")
+    spec = dataclasses.replace(preset("paper"), spacing_zyx_mm=spacing)
     torch.manual_seed(PAPER_SEED)
     loc, seg = Loc2DNet(spec.loc2d).eval(), Seg3DNet(spec.seg3d).eval()
     pet2 = to_coronal(window(sample.pet, *spec.loc2d.suv_window), sample.geometry)
@@ -159,7 +165,8 @@ def engine_dir(work: Path, weights: Path, preset_name: str) -> Path:
 # ---- one pipeline (worker process) -------------------------------------------------------------
 
 def make_pipeline(name: str, engine: Path, weights: Path, threads: int, device: str = "cpu"):
-    """A ``segment(pet, ct, geometry) -> (mask, timings, work)`` callable, and our Engine or None."""
+    """A ``segment(pet, ct, geometry) -> (mask, timings, work)`` callable, our Engine or None, and
+    the spec (whose network spacing the studies are resampled to)."""
     if name.startswith("ours-"):
         from l2s_engine.pipeline import InferOptions, open_engine
 
@@ -175,7 +182,7 @@ def make_pipeline(name: str, engine: Path, weights: Path, threads: int, device: 
             r = engine_obj.segment(pet, ct, geometry)
             return r.mask, r.timings, r.work
 
-        return segment, engine_obj
+        return segment, engine_obj, engine_obj.spec
     import torch
 
     from l2s_training.models import Loc2DNet, Seg3DNet
@@ -186,7 +193,7 @@ def make_pipeline(name: str, engine: Path, weights: Path, threads: int, device: 
     spec, _ = read_config(weights)
     loc = load_weights(Loc2DNet(spec.loc2d), weights, "loc2d")
     seg = load_weights(Seg3DNet(spec.seg3d), weights, "seg3d")
-    return PEERS[name](loc, seg, spec, device=device).segment, None
+    return PEERS[name](loc, seg, spec, device=device).segment, None, spec
 
 
 def worker(args) -> int:
@@ -196,7 +203,9 @@ def worker(args) -> int:
     if files:
         from l2s_engine.io import write_mask
     loaders = study_loaders(args.studies, args.in_memory)
-    segment, engine = make_pipeline(args.worker, args.engine, args.weights, args.threads, args.device)
+    from l2s_engine.resample import grid_map
+
+    segment, engine, spec = make_pipeline(args.worker, args.engine, args.weights, args.threads, args.device)
     masks = args.result.with_suffix("")
     masks.mkdir(parents=True, exist_ok=True)
     first = loaders[0]()
@@ -218,7 +227,8 @@ def worker(args) -> int:
             stages.update(read=t1 - t0, write=t3 - t2)
         rows.append({"case_id": study.case_id, "shape": list(study.pet.shape), "seconds": stages,
                      "segment": t2 - t1, "end_to_end": t3 - t0 if files else t2 - t1, "work": work,
-                     "mask_voxels": int(mask.sum())})
+                     "mask_voxels": int(mask.sum()),
+                     "spacing": grid_map(study.geometry, spec.spacing_zyx_mm).describe(stages.get("resample", 0.0))})
         del study
     result = {"pipeline": args.worker, "studies": rows}
     if files and engine is not None and not args.worker.endswith(ALL_SLICES):  # ours: also reader and writer threads

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from l2s_engine.errors import L2SError
 
-from .checks import check_weights_dirs, check_writable, parse_profile
+from .checks import check_weights_dirs, check_writable, parse_profile, parse_spacing
 
 
 
@@ -29,12 +29,15 @@ def main(argv: list[str] | None = None) -> int:
                              "runs, e.g. on a GPU host with torch but without the ONNX toolchain")
     parser.add_argument("--batch-2d", type=parse_profile, default=(1, 16, 32), help="TensorRT profile MIN,OPT,MAX (default 1,16,32)")
     parser.add_argument("--batch-3d", type=parse_profile, default=(1, 2, 4), help="TensorRT profile MIN,OPT,MAX (default 1,2,4)")
+    parser.add_argument("--spacing", type=parse_spacing, metavar="Z,Y,X",
+                        help="network spacing in mm, numpy order z,y,x, for weights whose config.json predates "
+                             "the field (recorded in the manifest; the weights are not changed)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or args.weights[0].resolve().parent / "engines"
     try:
-        spec = check_weights_dirs(args.weights)
+        spec = check_weights_dirs(args.weights, args.spacing)
         check_writable(out)
         from .pipeline import export_all, export_programs
 

@@ -38,13 +38,17 @@ def sigmoid64(x: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def max_module_difference(model: torch.nn.Module, other: torch.nn.Module, batches: list[np.ndarray]) -> float:
-    """Largest |sigmoid(model) - sigmoid(other)| over ``batches`` (float64 comparison)."""
+    """Largest |sigmoid(model) - sigmoid(other)| over ``batches`` (float64 comparison); inf where
+    an output is not finite."""
     model.eval()
     worst = 0.0
     for x in batches:
         ref = sigmoid64(model(torch.from_numpy(x)).numpy())
         got = sigmoid64(other(torch.from_numpy(x)).numpy())
-        worst = max(worst, float(np.abs(ref - got).max()))
+        diff = float(np.abs(ref - got).max())
+        if not np.isfinite(diff):  # NaN would pass any "diff > limit" test: count it as no agreement
+            return float("inf")
+        worst = max(worst, diff)
     return worst
 
 

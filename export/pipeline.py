@@ -24,7 +24,9 @@ from l2s_training.weights import load_weights
 from .checks import PARITY_LIMIT, ExportError
 from .onnx_graphs import IO_NAMES, OPSET, export_fp16, export_fp32, input_shape
 from .parity import max_module_difference, max_probability_difference
+from .staging import staged_engine_dir
 from .torch_program import export_pt2, load_pt2
+from .weights_check import check_weight_files
 
 log = logging.getLogger("l2s_export")
 AGREEMENT_SEED = 1000  # phantom set of the fp16/fp32 agreement check (the demo weights find lesions there)
@@ -64,11 +66,25 @@ def _tensor_info(role: str, spec: Spec) -> tuple[tuple[TensorInfo, ...], tuple[T
 
 def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
                profiles: dict[str, tuple[int, int, int]], check_studies: int = 3) -> Path:
-    """Export every fold's networks into ``out`` and write the manifest.
+    """Export every fold's networks into the engine directory ``out``, with its manifest.
+
+    The directory is built beside ``out`` and replaces it whole only after every check passed
+    (``staging``): a failed export leaves ``out`` as it was.
 
     Raises:
-        ExportError: ONNX Runtime disagrees with PyTorch by more than PARITY_LIMIT.
+        ExportError: a weights file is missing, corrupt or of another spec, or ONNX Runtime
+            disagrees with PyTorch by more than PARITY_LIMIT.
+        OutputError: ``out`` cannot be replaced (NotAnEngineDirError: it holds other files).
     """
+    check_weight_files(weights_dirs, spec)
+    with staged_engine_dir(out) as work:
+        _build_all(weights_dirs, spec, work, out, tensorrt, profiles, check_studies)
+    return out
+
+
+def _build_all(weights_dirs: list[Path], spec: Spec, out: Path, target: Path, tensorrt: bool,
+               profiles: dict[str, tuple[int, int, int]], check_studies: int) -> None:
+    """export_all's steps, into the staged folder ``out`` (``target``: where it will go)."""
     files: list[ModelFile] = []
     for fold, wdir in enumerate(weights_dirs):
         for role, build in BUILDERS.items():
@@ -92,14 +108,13 @@ def export_all(weights_dirs: list[Path], spec: Spec, out: Path, tensorrt: bool,
         reason = tensorrt_unavailable_reason()
         if reason:
             log.warning("TensorRT plans not built (%s): exported ONNX only. On the GPU host run: "
-                        "l2s-export %s -o %s", reason, " ".join(map(str, weights_dirs)), out)
+                        "l2s-export %s -o %s", reason, " ".join(map(str, weights_dirs)), target)
             info["tensorrt"] = f"not built: {reason}"
         else:
             from .tensorrt_build import build_plans
 
             files += build_plans(out, [f for f in files if f.precision == "fp16"], profiles)
     write_manifest(out, spec, files, info)
-    return out
 
 
 def _onnx_fp32(model, role: str, fold: int, stem: str, spec: Spec, out: Path, batches) -> ModelFile:
@@ -134,18 +149,20 @@ def _info(weights_dirs: list[Path]) -> dict:
 def export_programs(weights_dirs: list[Path], spec: Spec, out: Path, onnx_fp32: bool = False) -> Path:
     """Only the torch.export programs (and, with ``onnx_fp32``, the fp32 ONNX graphs) and the
     manifest: ``l2s-export --programs-only``, for GPU hosts without the ONNX toolchain, and
-    the benchmarks (no fp16 graphs, no agreement run)."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for fold, wdir in enumerate(weights_dirs):
-        for role, build in BUILDERS.items():
-            model = load_weights(build(getattr(spec, role)), wdir, role).eval()
-            stem = role if len(weights_dirs) == 1 else f"{role}_fold{fold}"
-            batches = parity_batches(role, spec)
-            if onnx_fp32:
-                files.append(_onnx_fp32(model, role, fold, stem, spec, out, batches))
-            files.append(_program(model, role, fold, stem, spec, out, batches))
-    write_manifest(out, spec, files, {**_info(weights_dirs), "programs_only": not onnx_fp32})
+    the benchmarks (no fp16 graphs, no agreement run). Built beside ``out`` and swapped in
+    whole, as ``export_all``."""
+    check_weight_files(weights_dirs, spec)
+    with staged_engine_dir(out) as work:
+        files = []
+        for fold, wdir in enumerate(weights_dirs):
+            for role, build in BUILDERS.items():
+                model = load_weights(build(getattr(spec, role)), wdir, role).eval()
+                stem = role if len(weights_dirs) == 1 else f"{role}_fold{fold}"
+                batches = parity_batches(role, spec)
+                if onnx_fp32:
+                    files.append(_onnx_fp32(model, role, fold, stem, spec, work, batches))
+                files.append(_program(model, role, fold, stem, spec, work, batches))
+        write_manifest(work, spec, files, {**_info(weights_dirs), "programs_only": not onnx_fp32})
     return out
 
 

@@ -1,5 +1,10 @@
 """torch.export artifacts (``*.pt2``): the networks without the training code, for the torch
-backend that runs them in fp16 on a GPU where TensorRT is absent."""
+backend that runs them in fp16 on a GPU where TensorRT is absent.
+
+Saved without sample inputs (torch would pickle them), and read back here with the runtime's
+pickle-free reader (``l2s_engine.backends.pt2``), so the export's parity check runs exactly
+what the torch backend will load.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from l2s_engine.backends.pt2 import load_program
 from l2s_engine.spec import Spec
 
 from .onnx_graphs import input_shape
@@ -23,6 +29,7 @@ def export_pt2(model: torch.nn.Module, role: str, spec: Spec, path: Path) -> Pat
     sample = torch.zeros(input_shape(role, spec, batch=2))
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     program = torch.export.export(model.eval(), (sample,), dynamic_shapes=({0: batch},))
+    program.example_inputs = None  # a pickle in the archive (63 MB for the paper's 3D patch), never needed
     tmp = Path(path).with_name(f".{Path(path).stem}.partial.pt2")  # torch wants the .pt2 suffix
     torch.export.save(program, str(tmp))
     os.replace(tmp, path)
@@ -30,5 +37,5 @@ def export_pt2(model: torch.nn.Module, role: str, spec: Spec, path: Path) -> Pat
 
 
 def load_pt2(path: Path) -> torch.nn.Module:
-    """The callable module of a saved program."""
-    return torch.export.load(str(path)).module()
+    """The callable module of a saved program, read without unpickling (as the torch backend does)."""
+    return load_program(path).module()

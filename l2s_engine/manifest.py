@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from .errors import L2SError
-from .spec import Spec
+from .spec import MissingSpacingError, Spec, SpecError
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
@@ -42,7 +43,7 @@ class ModelFile:
         fold: index of the fold (weights directory) it was exported from.
         format: "onnx", "plan" (TensorRT) or "pt2" (torch.export).
         precision: "fp32" or "fp16" (of the computation; I/O may stay fp32).
-        path: file name relative to the engine directory.
+        path: a plain file name inside the engine directory (``check_file_name``: no folders).
         sha256: hex digest of the file.
         extra: format-specific facts (opset, parity, TensorRT version and GPU, profiles).
     """
@@ -99,8 +100,9 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
         verify: check every listed file exists and has its recorded sha256.
 
     Raises:
-        ManifestError: naming the missing or altered file, or the unsupported schema, and how
-            to rebuild.
+        ManifestError: naming the missing or altered file, an entry that is not a plain file
+            name, a malformed manifest, or another schema version, and what to do (re-export;
+            upgrade l2s-engine for a newer schema).
     """
     directory = Path(directory)
     path = directory / MANIFEST
@@ -108,17 +110,27 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
         raise ManifestError(f"{path}: no manifest; {directory} is not an engine directory ({REBUILD})")
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: unreadable manifest ({exc}); {REBUILD}") from exc
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise ManifestError(f"{path}: manifest schema {data.get('schema_version')!r}, this runtime reads "
-                            f"{SCHEMA_VERSION}; {REBUILD}")
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: the manifest is a JSON {type(data).__name__}, not an object; {REBUILD}")
+    _check_schema(path, data.get("schema_version"))
+    entries = data.get("files")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ManifestError(f"{path}: 'files' must be a list of objects, got {_kind(entries)}; {REBUILD}")
     try:
         spec = Spec.from_dict(data["spec"])
-        files = tuple(_model_file(entry) for entry in data["files"])
-    except (KeyError, TypeError) as exc:
+        files = tuple(_model_file(path, entry) for entry in entries)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ManifestError(f"{path}: malformed manifest ({exc!r}); {REBUILD}") from exc
-    manifest = Manifest(directory, spec, files, data.get("info", {}))
+    except MissingSpacingError as exc:  # an engine exported before the network spacing was recorded
+        raise ManifestError(f"{path}: {exc}") from exc
+    except SpecError as exc:
+        raise ManifestError(f"{path}: invalid spec ({exc}); {REBUILD}") from exc
+    info = data.get("info", {})
+    if not isinstance(info, dict):
+        raise ManifestError(f"{path}: 'info' must be an object, got {_kind(info)}; {REBUILD}")
+    manifest = Manifest(directory, spec, files, info)
     if verify:
         for model in files:
             file = manifest.path(model)
@@ -130,10 +142,48 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
     return manifest
 
 
-def _model_file(entry: dict[str, Any]) -> ModelFile:
+def _check_schema(path: Path, version: object) -> None:
+    """Refuse a manifest of another schema, saying which side to update."""
+    if version == SCHEMA_VERSION:
+        return
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise ManifestError(f"{path}: manifest schema {version} is newer than this runtime reads "
+                            f"({SCHEMA_VERSION}); upgrade l2s-engine (pip install -U l2s-engine) to the "
+                            f"version that exported it")
+    raise ManifestError(f"{path}: manifest schema {version!r}, this runtime reads {SCHEMA_VERSION}; {REBUILD}")
+
+
+def _kind(value: object) -> str:
+    """How a JSON value is described in an error: its JSON type, or a list's item types."""
+    if isinstance(value, list):
+        return "a list of " + ", ".join(sorted({type(v).__name__ for v in value})) if value else "an empty list"
+    return "nothing" if value is None else f"a {type(value).__name__}"
+
+
+def check_file_name(manifest_path: Path, name: object) -> str:
+    """``name`` if it is a plain file name inside the engine directory.
+
+    A manifest names its files relative to its own folder; an absolute path, ``..``, a path
+    separator or a drive would let a manifest point at (and the runtime load) a file outside
+    the engine directory that merely has the recorded hash.
+
+    Raises:
+        ManifestError: naming the entry and how to rebuild the directory.
+    """
+    plain = (isinstance(name, str) and name not in ("", ".", "..") and "\x00" not in name
+             and not any(sep in name for sep in ("/", "\\", os.sep, os.altsep or "/"))
+             and PureWindowsPath(name).name == name and not PureWindowsPath(name).drive)
+    if not plain:
+        raise ManifestError(f"{manifest_path}: file entry {name!r} is not a plain file name inside the engine "
+                            f"directory (no absolute path, '..', separator or drive); {REBUILD}")
+    return name
+
+
+def _model_file(manifest_path: Path, entry: dict[str, Any]) -> ModelFile:
+    name = check_file_name(manifest_path, entry["path"])
     tensors = {k: tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"])) for t in entry[k])
                for k in ("inputs", "outputs")}
-    return ModelFile(entry["role"], int(entry["fold"]), entry["format"], entry["precision"], entry["path"],
+    return ModelFile(entry["role"], int(entry["fold"]), entry["format"], entry["precision"], name,
                      entry["sha256"], tensors["inputs"], tensors["outputs"], dict(entry.get("extra", {})))
 
 

@@ -19,7 +19,8 @@ from .geometry import Geometry
 from .manifest import Manifest, read_manifest
 from .planning import BODY_HU, BODY_SUV, body_mask, occupied_slices, plan_windows, undecided_slices
 from .postprocess import RULES, fuse
-from .preprocess import to_coronal, window
+from .preprocess import coronal_axes, to_coronal, window
+from .resample import CT_ORDER, PET_ORDER, GridMap, grid_map
 from .spec import FusionSpec
 from .stages import run_loc2d, run_seg3d
 
@@ -87,6 +88,7 @@ class Segmentation:
     cue: np.ndarray | None                # 2D cue, float32 (None: left on the GPU)
     timings: dict[str, float] = field(default_factory=dict)   # seconds per stage
     work: dict[str, int] = field(default_factory=dict)        # slices and windows run / planned
+    spacing: dict = field(default_factory=dict)               # native and network grids (GridMap.describe)
 
 
 class Engine:
@@ -122,6 +124,7 @@ class Engine:
         return {"name": self.options.backend, "version": version() if version else None,
                 "precision": self.options.precision, "device": self.options.device, "folds": self.folds, "engine_dir": str(self.manifest.directory),
                 "preset": self.spec.preset, "fusion": dataclasses.asdict(self.fusion), "rule": self.options.rule,
+                "network_spacing_zyx_mm": list(self.spec.spacing_zyx_mm),
                 "cue": "on demand" if self.cue_on_demand else "full",
                 "files": [n.path.name for nets in self.nets.values() for n in nets],
                 "export": {k: v for k, v in self.manifest.info.items() if k != "weights"}}
@@ -143,9 +146,7 @@ class Engine:
         Raises:
             BackendError: PET and CT are not both on the geometry's grid.
         """
-        if pet_suv.shape != geometry.shape or ct_hu.shape != geometry.shape:
-            raise BackendError(f"PET {pet_suv.shape} and CT {ct_hu.shape} must both have the grid's shape "
-                               f"{geometry.shape} (z, y, x); resample CT onto the PET grid first")
+        self._check_grid(pet_suv, ct_hu, geometry)
         opts = self.options
         n_coronal = to_coronal(pet_suv, geometry).shape[0]
         slices, body = None, None
@@ -170,10 +171,15 @@ class Engine:
         """Whether the 2D net runs after the 3D net, only where the cue decides (see InferOptions)."""
         return self.options.rule == "paper" and not self.options.full_cue
 
-    def _undecided(self, p3d: np.ndarray, geometry: Geometry, slices, work: dict, progress) -> np.ndarray:
+    def _undecided(self, p3d: np.ndarray, geometry: Geometry, slices, work: dict, progress,
+                   grid: GridMap | None = None) -> np.ndarray:
         """The slices (of ``slices``; None: all) where the cue can change the mask; updates the
-        work counts and the progress bar's total."""
+        work counts and the progress bar's total. With ``grid``, ``p3d`` is on the native grid
+        and the slices returned are the network-grid slices its undecided slices are
+        interpolated from."""
         needed = undecided_slices(to_coronal(p3d, geometry), self.fusion.low_threshold, self.fusion.high_threshold)
+        if grid is not None and grid.resampled:
+            needed = grid.network_sources(coronal_axes(geometry)[0], needed)
         if slices is not None:
             needed = np.intersect1d(needed, slices)
         batch = self.options.batch_2d
@@ -187,11 +193,30 @@ class Engine:
                 progress=None) -> Segmentation:
         """Segment one study given as arrays on the PET grid (PET in SUV, CT in HU).
 
+        At a spacing other than the networks' (``Spec.spacing_zyx_mm``), PET (Keys cubic) and
+        CT (linear) are resampled to it first, both networks run on that grid, and the 3D
+        probabilities and the cue come back (linear) before the fusion threshold: the mask,
+        ``p3d`` and ``cue`` are always on the native grid. Timing ``resample``: both ways.
+
         Args:
             progress: a tqdm-like bar; reset to the number of network batches, then
                 advanced after each.
         """
         spec, opts, times = self.spec, self.options, {}
+        start = time.perf_counter()
+        grid = grid_map(geometry, spec.spacing_zyx_mm)
+        if grid.resampled:
+            self._check_grid(pet_suv, ct_hu, geometry)
+            pet_suv, ct_hu = grid.to_network(pet_suv, PET_ORDER), grid.to_network(ct_hu, CT_ORDER)
+        native, geometry = geometry, grid.network
+        times["resample"] = time.perf_counter() - start
+
+        def back(volume):  # a network-grid map onto the native grid, timed as resampling
+            start = time.perf_counter()
+            volume = grid.to_native(volume)
+            times["resample"] += time.perf_counter() - start
+            return volume
+
         start = time.perf_counter()
         slices, plan, work = self.plan(pet_suv, ct_hu, geometry)
         pet_3d = window(pet_suv, *spec.seg3d.suv_window)
@@ -205,7 +230,7 @@ class Engine:
         def loc2d(slices, p3d=None):
             start = time.perf_counter()
             if p3d is not None:  # on demand: choosing the slices is part of the 2D stage
-                slices = self._undecided(p3d, geometry, slices, work, progress)
+                slices = self._undecided(p3d, native, slices, work, progress, grid)
             cue = run_loc2d(self.nets["loc2d"], pet_2d, geometry, spec.loc2d, slices, opts.batch_2d, opts.tta, tick)
             times["2d"] = time.perf_counter() - start
             return cue
@@ -217,15 +242,21 @@ class Engine:
             return p3d
 
         if self.cue_on_demand:
-            p3d = seg3d()
-            cue = loc2d(slices, p3d)
+            p3d = back(seg3d())
+            cue = back(loc2d(slices, p3d))
         else:
-            cue = loc2d(slices)
-            p3d = seg3d()
+            cue = back(loc2d(slices))
+            p3d = back(seg3d())
         start = time.perf_counter()
         mask = fuse(opts.rule, p3d, cue, self.fusion)
         times["fusion"] = time.perf_counter() - start
-        return Segmentation(mask, p3d, cue, times, work)
+        return Segmentation(mask, p3d, cue, times, work, grid.describe(times["resample"]))
+
+    @staticmethod
+    def _check_grid(pet_suv: np.ndarray, ct_hu: np.ndarray, geometry: Geometry) -> None:
+        if pet_suv.shape != geometry.shape or ct_hu.shape != geometry.shape:
+            raise BackendError(f"PET {pet_suv.shape} and CT {ct_hu.shape} must both have the grid's shape "
+                               f"{geometry.shape} (z, y, x); resample CT onto the PET grid first")
 
 
 def open_engine(engine_dir: Path, options: InferOptions = InferOptions(), keep_maps: bool = True) -> Engine:

@@ -101,6 +101,7 @@ class StudyRecord:
     outputs: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     work: dict[str, int] = field(default_factory=dict)
+    spacing: dict = field(default_factory=dict)  # native and network spacing, resampling (Segmentation.spacing)
     mask_voxels: int | None = None
     mask_ml: float | None = None
     peak_rss_mb: float | None = None
@@ -224,6 +225,7 @@ def _segment(engine: Engine, study, staged, record: StudyRecord, outputs: Output
         record.warnings.extend(study.warnings)
         record.timings.update(result.timings)
         record.work = result.work
+        record.spacing = result.spacing
         record.mask_voxels = int(result.mask.sum())
         record.mask_ml = record.mask_voxels * study.geometry.voxel_volume_ml
         if study.seg is not None:

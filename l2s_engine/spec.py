@@ -2,23 +2,35 @@
 directory's manifest.json. A preset is an instance of it (data, not code paths).
 
 Axis conventions: 3D sizes are numpy (z, y, x); a coronal slice is (rows, cols) =
-(head-foot, lateral) in array index order.
+(head-foot, lateral) in array index order. The network spacing ``spacing_zyx_mm`` is in the
+same numpy order (z, y, x), the reverse of ITK's and ``Geometry.spacing``'s (x, y, z).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import L2SError
 
 SPEC_VERSION = 1
+# autoPET's PET grid (z, y, x) in mm: the spacing the paper's networks are trained at
+AUTOPET_SPACING_ZYX_MM = (3.0, 2.0364, 2.0364)
+STAMP_SPACING = ("re-export with the spacing the networks were trained at, in mm and numpy order z,y,x: "
+                 "`l2s-export WEIGHTS_DIR --spacing Z,Y,X -o ENGINE_DIR` (recorded in the engine's manifest; "
+                 "the weights are not changed), or retrain with `l2s-train`, which records it")
 
 
 class SpecError(L2SError):
     """A spec (preset, config.json or manifest) is invalid."""
+
+
+class MissingSpacingError(SpecError):
+    """A spec predates the network spacing field: the runtime cannot tell what grid the
+    networks expect, so it refuses rather than guess."""
 
 
 @dataclass(frozen=True)
@@ -105,13 +117,21 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class Spec:
-    """Everything that defines a trained L2SNet model pair and how to run it."""
+    """Everything that defines a trained L2SNet model pair and how to run it.
+
+    Attributes:
+        spacing_zyx_mm: the voxel spacing the networks were trained at, (z, y, x) in mm (numpy
+            order; ``Geometry.spacing`` is (x, y, z)). Studies at another spacing are resampled
+            to it before the networks and their outputs back (``l2s_engine.resample``).
+            ``l2s-train`` sets it to the median spacing of its training studies.
+    """
 
     preset: str
     loc2d: Loc2DSpec = field(default_factory=Loc2DSpec)
     seg3d: Seg3DSpec = field(default_factory=Seg3DSpec)
     fusion: FusionSpec = field(default_factory=FusionSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    spacing_zyx_mm: tuple[float, float, float] = AUTOPET_SPACING_ZYX_MM
     version: int = SPEC_VERSION
 
     def validate(self) -> "Spec":
@@ -137,6 +157,10 @@ class Spec:
             raise SpecError(f"fusion.step_fraction must be in (0, 1], got {self.fusion.step_fraction}")
         if self.fusion.rule not in ("paper", "components"):
             raise SpecError(f"fusion.rule must be paper or components, got {self.fusion.rule!r}")
+        spacing = self.spacing_zyx_mm
+        if (not isinstance(spacing, tuple) or len(spacing) != 3
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in spacing)):
+            raise SpecError(f"spacing_zyx_mm must be three finite positive millimetres (z, y, x), got {spacing!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,11 +177,16 @@ class Spec:
                             "re-export the weights with this version of l2s-engine")
         parts = {}
         for f in dataclasses.fields(cls):
+            if f.name == "spacing_zyx_mm" and f.name not in data:
+                raise MissingSpacingError(f"spec has no network spacing (spacing_zyx_mm): the weights predate it and "
+                                          f"the runtime will not guess the grid the networks expect; {STAMP_SPACING}")
             if f.name not in data:
                 raise SpecError(f"spec is missing {f.name!r}")
             value = data[f.name]
             sub = {"loc2d": Loc2DSpec, "seg3d": Seg3DSpec, "fusion": FusionSpec, "train": TrainSpec}.get(f.name)
             parts[f.name] = _sub_from_dict(sub, value, f.name) if sub else value
+        if isinstance(parts["spacing_zyx_mm"], list):
+            parts["spacing_zyx_mm"] = tuple(parts["spacing_zyx_mm"])
         extra = set(data) - {f.name for f in dataclasses.fields(cls)}
         if extra:
             raise SpecError(f"spec has unknown keys {sorted(extra)}")
@@ -172,7 +201,8 @@ def _sub_from_dict(cls, value: dict[str, Any], name: str):
 
 
 PRESETS: dict[str, Spec] = {
-    # The paper's networks, patch and slice size (the 2D net has about 37 M parameters).
+    # The paper's networks, patch and slice size (the 2D net has about 37 M parameters), at
+    # autoPET's spacing (l2s-train replaces it by the median spacing of its training studies).
     "paper": Spec("paper"),
     # Same families, narrow and small enough that CPU training and the demo take minutes on
     # `small` phantoms (160 x 112 x 136 voxels).
@@ -186,8 +216,25 @@ PRESETS: dict[str, Spec] = {
         # all-background output after a few hundred batches (twice), 1e-3 learned too slowly
         # for minutes. 60 x 40 3D batches: about 14 min on a 2-core CPU with bf16 autocast.
         train=TrainSpec(epochs_2d=8, epochs_3d=60, batch_2d=16, batch_3d=2, iters_2d=30, iters_3d=40, lr=3e-3),
+        spacing_zyx_mm=(6.1, 4.2, 4.2),  # the `small` phantoms' spacing (l2s-train: its studies' median)
     ),
 }
+
+
+def parse_spacing(text: str) -> tuple[float, float, float]:
+    """'Z,Y,X' network spacing in mm (numpy order): three finite positive numbers.
+
+    Raises:
+        SpecError: anything else, with an example.
+    """
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise SpecError(f"expected the spacing as Z,Y,X in mm (three positive numbers, numpy order z,y,x; "
+                        f"autoPET: 3.0,2.0364,2.0364), got {text!r}")
+    return values
 
 
 def preset(name: str) -> Spec:

@@ -17,10 +17,10 @@ from l2s_engine.errors import L2SError
 from l2s_engine.io import find_studies
 from l2s_engine.metrics import aggregate, case_metrics
 from l2s_engine.postprocess import fuse_paper
-from l2s_engine.spec import Spec, preset
+from l2s_engine.spec import Spec, SpecError, parse_spacing, preset
 
 from .data.folds import split
-from .data.studies import load_training_studies
+from .data.studies import labelled_refs, load_training_studies, median_spacing
 from .loop import AMP_CHOICES, LoopConfig, resolve_amp
 from .models import Loc2DNet, Seg3DNet, load_imagenet_encoder
 from .predict import predict_cue, predict_volume
@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--imagenet", type=Path, help="local timm res2net50_26w_4s ImageNet weights for the 2D encoder")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--spacing", default="median", type=_spacing_choice, metavar="median|preset|Z,Y,X",
+                        help="the network spacing studies are resampled to (mm, numpy order z,y,x): the median "
+                             "PET spacing of the training studies (default, as nnU-Net), the preset's (paper: "
+                             "autoPET's 3.0,2.0364,2.0364), or given; a 3d run keeps its 2d net's")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -67,8 +71,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _spacing_choice(text: str):
+    """--spacing: "median", "preset" or Z,Y,X millimetres."""
+    if text in ("median", "preset"):
+        return text
+    try:
+        return parse_spacing(text)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _network_spacing(args, spec: Spec, train_ids: list[str]) -> tuple[tuple[float, float, float], str]:
+    """(spacing z, y, x mm, where it came from) for a new weights directory."""
+    if args.spacing == "preset":
+        return spec.spacing_zyx_mm, f"the {spec.preset} preset"
+    if args.spacing == "median":
+        refs = labelled_refs(args.data, set(train_ids))
+        return median_spacing(refs), f"median PET spacing of {len(refs)} training studies"
+    return tuple(args.spacing), "--spacing"
+
+
 def _spec_for(args) -> tuple[Spec, dict]:
-    """The preset, or the spec already in --out (a 3d run must match its 2d net)."""
+    """The preset, or the spec already in --out (a 3d run must match its 2d net, spacing included)."""
     spec = preset(args.preset)
     provenance: dict = {}
     if (args.out / "config.json").exists():
@@ -76,6 +100,9 @@ def _spec_for(args) -> tuple[Spec, dict]:
         if existing.loc2d != spec.loc2d or existing.seg3d != spec.seg3d:
             raise ValueError(f"{args.out} holds a {existing.preset!r} model; use --preset {existing.preset} "
                              "or another --out")
+        if isinstance(args.spacing, tuple) and not np.allclose(args.spacing, existing.spacing_zyx_mm, rtol=1e-6):
+            raise ValueError(f"{args.out} holds networks trained at spacing {existing.spacing_zyx_mm} (z, y, x mm); "
+                             f"--spacing {args.spacing} would not match them; use another --out")
         spec = existing
     overrides = {}
     if args.epochs:
@@ -98,6 +125,11 @@ def _train(args) -> int:
     spec, provenance = _spec_for(args)
     train_ids, held_out = _case_split(args)
     log.info("fold %d: %d training studies, %d held out", args.fold, len(train_ids), len(held_out))
+    if not provenance:  # a new weights directory: its networks are trained at this spacing
+        spacing, source = _network_spacing(args, spec, train_ids)
+        spec = dataclasses.replace(spec, spacing_zyx_mm=spacing)
+        provenance["spacing"] = source
+    log.info("network spacing %s mm (z, y, x; %s)", spec.spacing_zyx_mm, provenance.get("spacing", "config.json"))
     studies = load_training_studies(args.data, spec, set(train_ids))
     t = spec.train
     amp = resolve_amp(args.amp, args.device)
@@ -144,7 +176,7 @@ def _evaluate(args) -> int:
     train_ids, held_out = _case_split(args)
     if args.fold == -1:  # an independent test set: every study in --data
         held_out = train_ids
-    studies = load_training_studies(args.data, spec, set(held_out))
+    studies = load_training_studies(args.data, spec, set(held_out), keep_native=True)
     loc = load_weights(Loc2DNet(spec.loc2d), args.out, "loc2d").to(args.device)
     seg = load_weights(Seg3DNet(spec.seg3d), args.out, "seg3d").to(args.device)
     results: dict[str, list] = {"2d (cue > 0.5)": [], "3d (p > 0.5)": [], "fused (paper rule)": []}
@@ -152,10 +184,12 @@ def _evaluate(args) -> int:
     for s in studies:
         cue = predict_cue(loc, s.pet_2d, s.geometry, spec.loc2d, args.device)
         p3d = predict_volume(seg, s.pet_3d, s.ct_3d, spec.seg3d, spec.fusion.step_fraction, args.device)
-        vv = s.geometry.voxel_volume_ml
+        # scored on the native grid, as deployed: the maps come back before the thresholds
+        cue, p3d = s.grid.to_native(cue), s.grid.to_native(p3d)
+        vv = s.grid.native.voxel_volume_ml
         for name, mask in (("2d (cue > 0.5)", cue > 0.5), ("3d (p > 0.5)", p3d > 0.5),
                            ("fused (paper rule)", fuse_paper(p3d, cue, spec.fusion))):
-            results[name].append(case_metrics(mask, s.seg, vv, s.case_id))
+            results[name].append(case_metrics(mask, s.native_seg, vv, s.case_id))
     summary = {}
     for name, cases in results.items():
         agg = aggregate(cases, "positive-only")

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from l2s_engine.spec import Spec
+from l2s_engine.spec import Spec, SpecError
 
 CONFIG = "config.json"
 WEIGHT_FILES = {"loc2d": "loc2d.safetensors", "seg3d": "seg3d.safetensors"}
@@ -46,10 +47,26 @@ def write_config(out_dir: Path, spec: Spec, provenance: dict[str, Any]) -> Path:
     return path
 
 
-def read_config(weights_dir: Path) -> tuple[Spec, dict[str, Any]]:
-    """(spec, provenance) of a weights directory."""
+def read_config(weights_dir: Path, spacing_zyx_mm: tuple[float, float, float] | None = None
+                ) -> tuple[Spec, dict[str, Any]]:
+    """(spec, provenance) of a weights directory.
+
+    Args:
+        spacing_zyx_mm: the network spacing (z, y, x mm) to use where config.json predates the
+            field (``l2s-export --spacing``); the file itself is not changed.
+
+    Raises:
+        MissingSpacingError: config.json records no spacing and none is given.
+        SpecError: config.json records a spacing that differs from ``spacing_zyx_mm``.
+    """
     path = Path(weights_dir) / CONFIG
     if not path.exists():
         raise FileNotFoundError(f"{path}: not a weights directory (no {CONFIG}); train one with l2s-train")
     data = json.loads(path.read_text())
-    return Spec.from_dict(data["spec"]), data.get("provenance", {})
+    spec = dict(data["spec"])
+    if spacing_zyx_mm is not None:
+        recorded = spec.setdefault("spacing_zyx_mm", list(spacing_zyx_mm))
+        if not np.allclose(recorded, spacing_zyx_mm, rtol=1e-6, atol=0):
+            raise SpecError(f"{path} records the network spacing {tuple(recorded)} (z, y, x mm), not "
+                            f"{tuple(spacing_zyx_mm)}: a spacing is stamped only on weights that have none")
+    return Spec.from_dict(spec), data.get("provenance", {})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Backend, BackendError, MissingDependencyError
+from .base import Backend, BackendError, MissingDependencyError, NoCudaGpuError
 
 # name -> (module, class); modules are imported only when the backend is chosen
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -31,4 +31,4 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "MissingDependencyError", "backend_class"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "MissingDependencyError", "NoCudaGpuError", "backend_class"]

@@ -78,6 +78,11 @@ def probe_machine() -> Probe:
 
 
 def _gpu() -> tuple[str | None, str]:
+    from .gpu import no_cuda_gpu
+
+    no_gpu = no_cuda_gpu()  # asked of the driver first: "no GPU" says more than "no CuPy"
+    if no_gpu is not None:
+        return f"no CUDA GPU ({no_gpu})", ""
     if importlib.util.find_spec("cupy") is None:
         return "CuPy is not installed (pip install 'l2s-engine[gpu]')", ""
     import cupy

@@ -26,6 +26,20 @@ class MissingDependencyError(BackendError):
         super().__init__(f"the {backend} backend needs {package}, which is not installed: {install}")
 
 
+class NoCudaGpuError(BackendError):
+    """A GPU path (the tensorrt backend, ``--device cuda``) was asked for on a machine without
+    a CUDA GPU.
+
+    Attributes:
+        what: what needed the GPU; reason: why the driver says there is none.
+    """
+
+    def __init__(self, what: str, reason: str):
+        self.what, self.reason = what, reason
+        super().__init__(f"no CUDA GPU: {what} runs on an NVIDIA GPU, and {reason}; run it on a GPU host, or "
+                         "use --backend onnxruntime --device cpu here (--backend auto picks what this machine runs)")
+
+
 def import_or_explain(module: str, backend: str, install: str):
     """Import ``module`` for ``backend``, or raise MissingDependencyError saying how to install it."""
     try:

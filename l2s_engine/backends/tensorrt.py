@@ -12,7 +12,9 @@ TensorRT dtypes to numpy. Every return value is checked.
 One execution context per CUDA stream, each with its output buffer allocated once for the
 profile's largest batch; inputs are passed by address (no copy). The plan is refused, with
 the rebuild command, when its TensorRT release or GPU architecture differs from this host's
-(``manifest.plan_mismatch``). No CUDA-graph capture: every call sets addresses afresh.
+(``manifest.plan_mismatch``). No CUDA-graph capture: every call sets addresses afresh. On a
+machine without a CUDA GPU it says so before anything else (``gpu.require_cuda_gpu``): before
+TensorRT, CuPy or the engine directory's plans are looked at.
 
 Not run on any machine of this project (no TensorRT there); the pure parts (buffer sizes from
 the profile, batch limits, the refusals) are unit-tested.
@@ -29,6 +31,7 @@ import numpy as np
 
 from ..manifest import Manifest, ModelFile, plan_mismatch
 from .base import Backend, BackendError, import_or_explain
+from .gpu import require_cuda_gpu
 
 INSTALL = "pip install 'l2s-engine[gpu]' (TensorRT 10, cuda-python, CuPy)"
 
@@ -117,6 +120,9 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def model_files(cls, manifest: Manifest, role: str, precision: str) -> list[ModelFile]:
+        # the first thing checked when an engine opens this backend: without a GPU, what the
+        # engine directory holds (plans or not) is beside the point
+        require_cuda_gpu("the tensorrt backend")
         if precision != "fp16":
             raise BackendError("TensorRT plans are built in fp16 only; use --precision fp16 (or --backend auto)")
         return manifest.select(role, cls.format, "fp16")
@@ -129,6 +135,7 @@ class TensorRTBackend(Backend):
         return cls(path, model, int(device.partition(":")[2] or 0))
 
     def _activate(self) -> None:
+        require_cuda_gpu("the tensorrt backend")  # before "tensorrt is not installed": the more basic fact
         trt = _trt()
         problem = plan_mismatch(self.model, trt.__version__, gpu_identity(self.device)["compute_capability"])
         if problem:

@@ -4,6 +4,9 @@ The GPU path that can be checked where TensorRT is absent. fp16 runs under
 ``torch.autocast`` with float32 weights, so convolutions run in fp16 while the normalisations
 stay in float32 (as in the fp16 ONNX graph that TensorRT compiles). torch is imported only
 when the backend is activated.
+
+The programs are read by ``pt2.load_program``, which unpickles nothing (``torch.export.load``
+would: a ``.pt2`` file could run code in this process); see README, "Engine folders are code".
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 
 from ..manifest import Manifest, ModelFile
 from .base import Backend, BackendError, import_or_explain
+from .pt2 import load_program
 
 
 def _torch():
@@ -62,7 +66,7 @@ class TorchBackend(Backend):
             raise BackendError(f"the torch backend was asked for {self.device}, but torch sees no CUDA GPU")
         if self.threads:
             torch.set_num_threads(self.threads)
-        self.module = torch.export.load(str(self.path)).module().to(self.device)
+        self.module = load_program(self.path).module().to(self.device)
 
     def _deactivate(self) -> None:
         self.module = None

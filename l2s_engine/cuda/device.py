@@ -24,6 +24,9 @@ class CudaDevice:
     """
 
     def __init__(self, index: int = 0):
+        from ..backends.gpu import require_cuda_gpu
+
+        require_cuda_gpu(f"the GPU pipeline (--device cuda:{index})")  # before "CuPy is not installed"
         cp = cupy()
         if cp.cuda.runtime.getDeviceCount() <= index:
             raise RuntimeError(f"CUDA device {index} is not visible (CuPy sees "

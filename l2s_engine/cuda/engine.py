@@ -28,6 +28,7 @@ from ..geometry import Geometry
 from ..pipeline import Engine, InferOptions, Segmentation
 from ..postprocess import fuse
 from ..preprocess import slice_context, to_coronal
+from ..resample import CT_ORDER, PET_ORDER, GridMap, grid_map
 from ..stages import LOC2D_TTA_AXES, SEG3D_TTA_AXES, flip_sets, mean_logits
 from ..tiling import gaussian_weights
 
@@ -201,16 +202,26 @@ class DeviceEngine(Engine):
                 staged: Staged | None = None) -> Segmentation:
         """Segment one study (arrays on the PET grid; ``staged``: its upload, if queued earlier).
 
-        Timings: ``preprocess`` (host planning and staging), ``2d``, ``3d`` and ``fusion``
-        (device times of each stream's work, from CUDA events), ``device`` (first kernel to
-        mask on the host) and ``overlap`` (2d + 3d + fusion - device: the time the two
-        streams ran at once).
+        At a spacing other than the networks', the staged PET (Keys cubic) and CT (linear) are
+        resampled to it on the device (and copied back for the host's planning), both stages
+        run on that grid, and the 3D probabilities and the cue come back (linear kernels)
+        before the threshold, as in the host pipeline.
+
+        Timings: ``preprocess`` (host planning and staging), ``resample`` (device time of the
+        resampling kernels, both ways), ``2d``, ``3d`` and ``fusion`` (device times of each
+        stream's work, from CUDA events), ``device`` (first kernel to mask on the host) and
+        ``overlap`` (2d + 3d + fusion - device: the time the two streams ran at once).
         """
         start = time.perf_counter()
+        grid, times = grid_map(geometry, self.spec.spacing_zyx_mm), {"resample": 0.0}
+        if grid.resampled:
+            staged = self.stage(pet_suv, ct_hu) if staged is None else staged
+            staged, pet_suv, ct_hu, times["resample"] = self._to_network(staged, grid)
+        geometry = grid.network  # the grid the networks run on (the native one when nothing is resampled)
         slices, plan, work = self.plan(pet_suv, ct_hu, geometry)
         if staged is None:
             staged = self.stage(pet_suv, ct_hu)
-        times = {"preprocess": time.perf_counter() - start}
+        times["preprocess"] = time.perf_counter() - start - times["resample"]
         tick = self._progress(progress, work)
         xp, a, b, t = self.xp, self.stream_2d, self.stream_3d, _Timing()
         folds = self.folds
@@ -231,20 +242,77 @@ class DeviceEngine(Engine):
                     t.mark(self.device, f"{name}_end", stream)
         b.wait_event(t.events["2d_end"])
         t.mark(self.device, "fusion_begin", b)
-        mask, p3d, cue_host = self._fuse(acc, wsum, psum, cue, folds, b)
+        if grid.resampled:
+            mask, p3d, cue_host = self._fuse_native(acc, wsum, psum, cue, folds, b, grid, t)
+        else:
+            mask, p3d, cue_host = self._fuse(acc, wsum, psum, cue, folds, b)
         t.mark(self.device, "end", b)
         t.events["end"].synchronize()
         elapsed = self.device.elapsed
         times["2d"] = elapsed(t.events["begin"], t.events["2d_end"])
         times["3d"] = elapsed(t.events["3d_begin"], t.events["3d_end"])
         times["fusion"] = elapsed(t.events["fusion_begin"], t.events["end"])
+        if grid.resampled:  # the maps' way back is resampling, not fusion
+            back = elapsed(t.events["back_begin"], t.events["back_end"])
+            times["resample"] += back
+            times["fusion"] -= back
         times["device"] = elapsed(t.events["begin"], t.events["end"])
         times["overlap"] = max(0.0, times["2d"] + times["3d"] + times["fusion"] - times["device"])
         if self.options.rule != "paper":
             host_start = time.perf_counter()
             mask = fuse(self.options.rule, p3d, cue_host, self.fusion)
             times["fusion"] += time.perf_counter() - host_start
-        return Segmentation(mask, p3d, cue_host, times, work)
+        return Segmentation(mask, p3d, cue_host, times, work, grid.describe(times["resample"]))
+
+    def _to_network(self, staged: Staged, grid: GridMap) -> tuple:
+        """(staged on the network grid, its PET and CT on the host for planning, device seconds):
+        the resampling kernels on stream B, then the copies back (synchronous)."""
+        k, xp, stream, t = self.kernels, self.xp, self.stream_3d, _Timing()
+        shape = grid.network.shape
+        with stream:
+            stream.wait_event(staged.ready)
+            t.mark(self.device, "begin", stream)
+            pet, ct = xp.empty(shape, np.float32), xp.empty(shape, np.float32)
+            k.resample(staged.pet, k.grid_tables(grid, "to_network", PET_ORDER), PET_ORDER, pet)
+            k.resample(staged.ct, k.grid_tables(grid, "to_network", CT_ORDER), CT_ORDER, ct)
+            t.mark(self.device, "end", stream)
+            pet_host, ct_host = np.empty(shape, np.float32), np.empty(shape, np.float32)
+            self.device.download(pet, pet_host, stream)
+            self.device.download(ct, ct_host, stream)
+            t.mark(self.device, "copied", stream)
+        t.events["copied"].synchronize()
+        seconds = self.device.elapsed(t.events["begin"], t.events["end"])
+        return Staged(pet, ct, t.events["end"], staged.seconds), pet_host, ct_host, seconds
+
+    def _fuse_native(self, acc, wsum, psum, cue, folds: int, stream, grid: GridMap, t: _Timing):
+        """Blend on the network grid, bring the probabilities and the cue back onto the native
+        grid (linear, events ``back_begin``/``back_end``), then threshold there; copies back."""
+        xp, k, f = self.xp, self.kernels, self.fusion
+        shape = grid.native.shape
+        with stream:
+            if folds == 1:
+                p = xp.zeros(acc.shape, np.float32)
+                k.add_probability(acc, wsum, p)  # sigmoid(acc / wsum), 0 where no window reached
+            else:  # the fold mean in place (the network-grid mask it also makes is not used)
+                p = psum
+                k.threshold_mean(psum, cue, xp.empty(acc.shape, np.uint8), folds, f.cue_threshold,
+                                 f.low_threshold, f.high_threshold)
+            t.mark(self.device, "back_begin", stream)
+            tables = k.grid_tables(grid, "to_native", "linear")
+            p_native, cue_native = xp.empty(shape, np.float32), xp.empty(shape, np.float32)
+            k.resample(p, tables, "linear", p_native)
+            k.resample(cue, tables, "linear", cue_native)
+            t.mark(self.device, "back_end", stream)
+            mask = xp.empty(shape, np.uint8)
+            k.threshold_mean(p_native, cue_native, mask, 1, f.cue_threshold, f.low_threshold, f.high_threshold)
+            mask_host = np.empty(shape, np.uint8)
+            self.device.download(mask, mask_host, stream)
+            p_host = cue_host = None
+            if self.keep_maps:
+                p_host, cue_host = np.empty(shape, np.float32), np.empty(shape, np.float32)
+                self.device.download(p_native, p_host, stream)
+                self.device.download(cue_native, cue_host, stream)
+        return mask_host, p_host, cue_host
 
     def _fuse(self, acc, wsum, psum, cue, folds: int, stream):
         """The fused blend + threshold on ``stream``, then the copies back (synchronous)."""

@@ -22,6 +22,91 @@ extern "C" __global__ void normalise(const float* __restrict__ src, float* __res
     }
 }
 
+// ---- resampling to the networks' spacing and back ------------------------------------------
+
+// resample.resample: src (in_d, in_h, in_w) onto dst (out_d, out_h, out_w), one output voxel per
+// thread, in numpy's pass order (z, then y, then x) with one rounding per operation, so the
+// result equals the separable numpy passes bit for bit. A NULL table keeps that axis (output
+// index = source index, no arithmetic), as numpy skips the pass.
+__device__ __forceinline__ float lerp_rn(float a, float b, float w) {
+    return __fadd_rn(a, __fmul_rn(__fsub_rn(b, a), w));
+}
+
+// Linear: per axis index0, index1 and weight1 (resample.linear_table): v = a + (b - a) * w.
+extern "C" __global__ void resample_linear(const float* __restrict__ src, float* __restrict__ dst,
+                                           int in_h, int in_w, int out_d, int out_h, int out_w,
+                                           const int* __restrict__ z0, const int* __restrict__ z1,
+                                           const float* __restrict__ zw,
+                                           const int* __restrict__ y0, const int* __restrict__ y1,
+                                           const float* __restrict__ yw,
+                                           const int* __restrict__ x0, const int* __restrict__ x1,
+                                           const float* __restrict__ xw) {
+    const long long n = (long long)out_d * out_h * out_w;
+    GRID_STRIDE_LOOP(i, n) {
+        const int x = (int)(i % out_w);
+        const int y = (int)((i / out_w) % out_h);
+        const int z = (int)(i / ((long long)out_w * out_h));
+        const long long za = (z0 ? z0[z] : z) * (long long)in_h, zb = (z0 ? z1[z] : z) * (long long)in_h;
+        const int ys[2] = {y0 ? y0[y] : y, y0 ? y1[y] : y};
+        const int xs[2] = {x0 ? x0[x] : x, x0 ? x1[x] : x};
+        float u[2];
+        for (int c = 0; c < 2; ++c) {
+            float t[2];
+            for (int r = 0; r < 2; ++r) {
+                const float a = src[(za + ys[r]) * in_w + xs[c]];
+                t[r] = z0 ? lerp_rn(a, src[(zb + ys[r]) * in_w + xs[c]], zw[z]) : a;
+            }
+            u[c] = y0 ? lerp_rn(t[0], t[1], yw[y]) : t[0];
+        }
+        dst[i] = x0 ? lerp_rn(u[0], u[1], xw[x]) : u[0];
+    }
+}
+
+// Keys cubic: per axis four tap indices and weights (resample.cubic_table), summed in tap
+// order: ((v0 w0 + v1 w1) + v2 w2) + v3 w3.
+__device__ __forceinline__ float taps4(const float* v, const float* w) {
+    float acc = __fmul_rn(v[0], w[0]);
+#pragma unroll
+    for (int k = 1; k < 4; ++k) acc = __fadd_rn(acc, __fmul_rn(v[k], w[k]));
+    return acc;
+}
+
+extern "C" __global__ void resample_cubic(const float* __restrict__ src, float* __restrict__ dst,
+                                          int in_h, int in_w, int out_d, int out_h, int out_w,
+                                          const int* __restrict__ zt, const float* __restrict__ zw,
+                                          const int* __restrict__ yt, const float* __restrict__ yw,
+                                          const int* __restrict__ xt, const float* __restrict__ xw) {
+    const long long n = (long long)out_d * out_h * out_w;
+    GRID_STRIDE_LOOP(i, n) {
+        const int x = (int)(i % out_w);
+        const int y = (int)((i / out_w) % out_h);
+        const int z = (int)(i / ((long long)out_w * out_h));
+        // fixed trip counts, fully unrolled: the tap arrays stay in registers (a kept axis
+        // repeats its one index; only tap 0 is used)
+        int zi[4], yi[4], xi[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            zi[k] = zt ? zt[4 * z + k] : z;
+            yi[k] = yt ? yt[4 * y + k] : y;
+            xi[k] = xt ? xt[4 * x + k] : x;
+        }
+        float u[4];
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            float t[4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                float v[4];
+#pragma unroll
+                for (int k = 0; k < 4; ++k) v[k] = src[((long long)zi[k] * in_h + yi[r]) * in_w + xi[c]];
+                t[r] = zt ? taps4(v, zw + 4 * z) : v[0];
+            }
+            u[c] = yt ? taps4(t, yw + 4 * y) : t[0];
+        }
+        dst[i] = xt ? taps4(u, xw + 4 * x) : u[0];
+    }
+}
+
 // ---- 2D stage -------------------------------------------------------------------------------
 
 // preprocess.slices_to_input: bilinear resize of coronal slices (rows first, then columns, as

@@ -31,7 +31,9 @@ FATBIN_NAME = "l2s_kernels.fatbin"
 FATBIN_ENV = "L2S_KERNELS_FATBIN"
 BLOCK = 256
 NAMES = ("normalise", "resize_slices", "add_sigmoid", "scatter_slices", "gather_windows",
-         "accumulate_window", "fuse_threshold", "add_probability", "threshold_mean")
+         "accumulate_window", "fuse_threshold", "add_probability", "threshold_mean", "resample_linear",
+         "resample_cubic")
+GRID_TABLES_KEPT = 8  # resampling tables of the last few study grids stay on the device
 NULL = np.uint64(0)  # a null pointer argument
 
 
@@ -92,6 +94,27 @@ class Kernels:
     def tables(self, n_in: int, n_out: int, start: int = 0, stop: int | None = None) -> tuple:
         """``linear_tables`` on the device, uploaded once per shape."""
         return tuple(self.xp.asarray(t) for t in linear_tables(n_in, n_out, start, stop))
+
+    def grid_tables(self, grid, direction: str, order: str) -> tuple:
+        """``GridMap.tables(direction, order)`` on the device (int32 indices, float32 weights;
+        None where an axis is kept), uploaded once per grid."""
+        cache = self.__dict__.setdefault("_grid_tables", {})
+        key = (grid.native, grid.network, grid.axes, direction, order)
+        if key not in cache:
+            if len(cache) >= GRID_TABLES_KEPT:
+                del cache[next(iter(cache))]
+            cache[key] = tuple(None if table is None else tuple(
+                self.xp.asarray(np.ascontiguousarray(a, np.int32 if a.dtype.kind == "i" else np.float32)) for a in table)
+                for table in grid.tables(direction, order))
+        return cache[key]
+
+    def resample(self, src, tables: tuple, order: str, out) -> None:
+        """``resample.resample``: the C-contiguous float32 volume ``src`` onto ``out`` (the
+        target grid's shape) with per-axis ``grid_tables`` of ``order`` ("linear" or "cubic")."""
+        args = [src, out, *_i32(*src.shape[1:], *out.shape)]
+        for table in tables:
+            args += [NULL] * (3 if order == "linear" else 2) if table is None else list(table)
+        self.launch(f"resample_{order}", out.size, tuple(args))
 
     def normalise(self, src, low: float, high: float, out) -> None:
         """``preprocess.window``: ``out = (clip(src, low, high) - low) * 2 / (high - low) - 1``."""

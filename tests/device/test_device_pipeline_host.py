@@ -53,6 +53,19 @@ def test_device_pipeline_equals_host_pipeline(tmp_path, host_kernels, folds, tta
         assert got.p3d is not None and got.p3d.max() > 0.1
 
 
+@pytest.mark.parametrize("folds,keep_maps,spacing", [(1, True, (5.0, 3.5, 6.3)), (2, True, (9.0, 7.0, 4.2)),
+                                                    (1, False, (3.05, 8.4, 4.2))])
+def test_device_pipeline_resamples_like_the_host(tmp_path, host_kernels, folds, keep_maps, spacing):
+    """A study at another spacing than the networks': resampled on the device (kernels.cu),
+    run on the network grid, maps back before the threshold; the host pipeline is the reference."""
+    engine_dir = fast_engine(tmp_path / "engine", folds=folds, spacing=spacing)
+    phantom = make_phantom(0, seed=1000, size="small")  # 6.1 x 4.2 x 4.2 mm
+    ref, got = compare(engine_dir, InferOptions(batch_2d=7), phantom, host_kernels, keep_maps=keep_maps)
+    assert ref.mask.sum() > 0 and got.mask.shape == phantom.pet.shape
+    assert got.spacing["resampled"] and got.spacing["network_shape"] == ref.spacing["network_shape"]
+    assert got.timings["resample"] >= 0.0 and got.timings["fusion"] >= 0.0
+
+
 def test_device_pipeline_mask_only(tmp_path, host_kernels):
     compare(fast_engine(tmp_path / "engine"), InferOptions(), make_phantom(2, seed=1000, size="small"),
             host_kernels, keep_maps=False)

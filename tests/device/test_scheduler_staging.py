@@ -17,8 +17,9 @@ from l2s_engine.scheduler import OutputOptions, run_studies  # noqa: E402
 from .host_device import HostDevice  # noqa: E402
 
 
-def test_reader_stages_each_study_once_and_masks_match(tmp_path, host_kernels):
-    engine_dir = fast_engine(tmp_path / "engine")
+@pytest.mark.parametrize("spacing", ["tiny", (10.0, 9.0, 7.0)])  # the studies', or resampled on the device
+def test_reader_stages_each_study_once_and_masks_match(tmp_path, host_kernels, spacing):
+    engine_dir = fast_engine(tmp_path / "engine", spacing=spacing)
     for i in range(3):
         write_study(make_phantom(i, seed=1000, size="tiny"), tmp_path / "in", "autopet")
     refs = find_studies([tmp_path / "in"])
@@ -31,3 +32,5 @@ def test_reader_stages_each_study_once_and_masks_match(tmp_path, host_kernels):
     assert [r.mask_voxels for r in got] == [r.mask_voxels for r in ref]
     assert sum(r.mask_voxels for r in ref) > 0
     assert all("stage" in r.timings and "device" in r.timings for r in got)
+    assert [r.spacing["network_shape"] for r in got] == [r.spacing["network_shape"] for r in ref]
+    assert all(r.spacing["resampled"] == (spacing != "tiny") for r in got)

@@ -1,4 +1,5 @@
 import argparse
+import dataclasses
 import json
 
 import pytest
@@ -60,3 +61,41 @@ def test_output_folder_not_writable(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot write"):
         check_writable(blocker / "engines")
+
+
+def test_spacing_flag_and_weights_that_predate_the_spacing(tmp_path):
+    from l2s_export.checks import parse_spacing
+    from l2s_training.weights import write_config
+
+    from l2s_engine.spec import preset
+
+    assert parse_spacing("3.0,2.0364,2.0364") == (3.0, 2.0364, 2.0364)
+    for bad in ("3,2", "0,2,2", "3,-1,2", "a,b,c", "nan,2,2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_spacing(bad)
+    folder = tmp_path / "old"
+    write_config(folder, preset("lite"), {})
+    for name in ("loc2d.safetensors", "seg3d.safetensors"):
+        (folder / name).write_bytes(b"")
+    data = json.loads((folder / "config.json").read_text())
+    del data["spec"]["spacing_zyx_mm"]  # as written before the field existed
+    (folder / "config.json").write_text(json.dumps(data))
+    before = (folder / "config.json").read_bytes()
+    with pytest.raises(ExportError, match=r"no network spacing.*l2s-export WEIGHTS_DIR --spacing Z,Y,X"):
+        check_weights_dirs([folder])
+    assert check_weights_dirs([folder], (5.0, 4.0, 4.0)).spacing_zyx_mm == (5.0, 4.0, 4.0)
+    assert (folder / "config.json").read_bytes() == before  # the weights are not changed
+    # a recorded spacing is a fact: --spacing may not contradict it
+    new = tmp_path / "new"
+    write_config(new, preset("lite"), {})
+    for name in ("loc2d.safetensors", "seg3d.safetensors"):
+        (new / name).write_bytes(b"")
+    assert check_weights_dirs([new], (6.1, 4.2, 4.2)).spacing_zyx_mm == (6.1, 4.2, 4.2)
+    with pytest.raises(ExportError, match=r"records the network spacing \(6.1, 4.2, 4.2\)"):
+        check_weights_dirs([new], (5.0, 4.0, 4.0))
+    other = tmp_path / "other"  # a fold trained at another spacing
+    write_config(other, dataclasses.replace(preset("lite"), spacing_zyx_mm=(5.0, 4.0, 4.0)), {})
+    for name in ("loc2d.safetensors", "seg3d.safetensors"):
+        (other / name).write_bytes(b"")
+    with pytest.raises(ExportError, match="must share the network spacing"):
+        check_weights_dirs([new, other])

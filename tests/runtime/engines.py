@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from l2s_engine.manifest import MANIFEST, ModelFile, TensorInfo, manifest_dict, sha256_of
+from l2s_engine.phantoms.study import SIZES
 from l2s_engine.spec import Seg3DSpec, preset
 
-SPEC = dataclasses.replace(preset("lite"), seg3d=Seg3DSpec(filters=8, patch=(32, 32, 32)))
+# networks "trained" at the spacing of the `small` phantoms most tests run (as the demo weights)
+SPEC = dataclasses.replace(preset("lite"), seg3d=Seg3DSpec(filters=8, patch=(32, 32, 32)),
+                           spacing_zyx_mm=SIZES["small"].spacing)
 
 
 def _graph(path: Path, in_name: str, in_shape: list, scale: float, offset: float) -> None:
@@ -33,9 +36,11 @@ def _graph(path: Path, in_name: str, in_shape: list, scale: float, offset: float
     onnx.save(model, str(path))
 
 
-def fast_engine(out: Path, folds: int = 1) -> Path:
+def fast_engine(out: Path, folds: int = 1, spacing: str | tuple = "small") -> Path:
     """Write the engine directory: PET-driven logits, so hot spots become lesions (fold k
-    scales the logits by 12 - k)."""
+    scales the logits by 12 - k). ``spacing``: the network spacing, a phantom size's (the size
+    the test runs: no resampling) or (z, y, x) in mm."""
+    spec = dataclasses.replace(SPEC, spacing_zyx_mm=SIZES[spacing].spacing if isinstance(spacing, str) else spacing)
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for role, name, shape in (("loc2d", "slices", ["N", SPEC.loc2d.in_slices, *SPEC.loc2d.slice_shape]),
@@ -47,7 +52,7 @@ def fast_engine(out: Path, folds: int = 1) -> Path:
             files.append(ModelFile(role, fold, "onnx", "fp32", path.name, sha256_of(path),
                                    (TensorInfo(name, "float32", dims),),
                                    (TensorInfo("logits", "float32", (-1, 1, *dims[2:])),), {"opset": 17}))
-    (out / MANIFEST).write_text(json.dumps(manifest_dict(SPEC, files, {"exporter": "tests"}), indent=2))
+    (out / MANIFEST).write_text(json.dumps(manifest_dict(spec, files, {"exporter": "tests"}), indent=2))
     return out
 
 

@@ -53,6 +53,7 @@ def test_batches_outside_the_profile_are_refused():
 
 
 def test_tensorrt_backend_refuses_fp32_the_cpu_and_names_its_extra(monkeypatch):
+    monkeypatch.setattr("l2s_engine.backends.gpu.no_cuda_gpu", lambda: None)  # a GPU machine without TensorRT
     cls = backend_class("tensorrt")
     with pytest.raises(BackendError, match="fp16 only"):
         cls.model_files(manifest(plan_file()), "seg3d", "fp32")

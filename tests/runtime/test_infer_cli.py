@@ -20,7 +20,7 @@ from .engines import fast_engine  # noqa: E402
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    return fast_engine(tmp_path_factory.mktemp("fast-engine"))
+    return fast_engine(tmp_path_factory.mktemp("fast-engine"), spacing="tiny")  # the studies' spacing
 
 
 def _studies(root: Path, n: int, size: str = "tiny", layout: str = "autopet", start: int = 0) -> list:
@@ -70,7 +70,8 @@ def test_masks_lie_on_the_pet_grid_and_report_has_timings_and_metrics(engine, tm
         mask, grid = load_label(Path(study["outputs"]["mask"]))
         _, pet_grid = load_label(folder / "SUV.nii.gz")
         assert grid.same_grid(pet_grid) and study["outputs"]["mask"].endswith(".mha")
-        assert set(study["timings"]) == {"read", "preprocess", "2d", "3d", "fusion", "write"}
+        assert set(study["timings"]) == {"read", "preprocess", "resample", "2d", "3d", "fusion", "write"}
+        assert study["spacing"]["resampled"] is False  # the engine's spacing is the studies'
         assert study["metrics"]["gt_voxels"] == int(load_label(folder / "SEG.nii.gz")[0].sum())
         assert study["mask_voxels"] == int(mask.sum())
         assert Path(study["outputs"]["qc"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

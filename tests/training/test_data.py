@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -6,10 +8,13 @@ pytest.importorskip("torch")
 from l2s_engine.io import find_studies  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
 from l2s_engine.phantoms.files import write_study  # noqa: E402
+from l2s_engine.phantoms.study import SIZES  # noqa: E402
 from l2s_engine.spec import preset  # noqa: E402
 from l2s_training.data.patches import PatchSampler  # noqa: E402
 from l2s_training.data.slices import SliceSampler  # noqa: E402
-from l2s_training.data.studies import TrainingDataError, load_training_studies  # noqa: E402
+from l2s_training.data.studies import TrainingDataError, load_training_studies, median_spacing  # noqa: E402
+
+TINY = dataclasses.replace(preset("lite"), spacing_zyx_mm=SIZES["tiny"].spacing)  # networks at the studies' spacing
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +22,7 @@ def tiny_studies(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     for i in range(6):
         write_study(make_phantom(i, seed=5, size="tiny"), root)
-    return root, load_training_studies([root], preset("lite"))
+    return root, load_training_studies([root], TINY)
 
 
 def test_lesion_share_over_1000_batches(tiny_studies):
@@ -59,3 +64,36 @@ def test_no_labels_and_no_lesions_are_errors(tmp_path):
     with pytest.raises(TrainingDataError, match="no study with a label"):
         load_training_studies([tmp_path], preset("lite"))
     assert len(find_studies([tmp_path])) == 2
+
+
+def test_median_spacing_reads_the_headers(tmp_path):
+    from conftest import make_autopet_study
+
+    # ITK order (x, y, z) in the headers; the median per axis, in numpy order (z, y, x)
+    for i, spacing in enumerate([(2.0, 2.0, 3.0), (4.0, 4.0, 5.0), (2.0364, 2.5, 3.0), (9.0, 1.0, 7.0)]):
+        make_autopet_study(tmp_path / f"PETCT_{i}" / "study", spacing=spacing)
+    refs = find_studies([tmp_path])
+    assert median_spacing(refs) == (4.0, 2.25, 3.0182)
+
+
+def test_studies_are_resampled_to_the_network_spacing(tiny_studies):
+    root, native = tiny_studies
+    # z and y refined exactly x2, x (12 mm) already the network's
+    spec = dataclasses.replace(preset("lite"), spacing_zyx_mm=(7.65, 6.0, 12.0))
+    studies = load_training_studies([root], spec, keep_native=True)
+    by_id = {s.case_id: s for s in native}
+    assert len(studies) == len(native)
+    for s in studies:
+        ref = by_id[s.case_id]
+        assert s.grid.resampled and s.grid.axes == (True, True, False) and s.geometry == s.grid.network
+        assert s.pet_2d.shape == s.pet_3d.shape == s.ct_3d.shape == s.seg.shape == (128, 80, 48)
+        np.testing.assert_array_equal(s.native_seg, ref.seg)
+        # even network voxels sit on native voxel centres (up to the float32 header: 15.3 is
+        # 15.300000191), where Keys cubic (PET), linear (CT) and linear-then-0.5 (label) return
+        # the native samples themselves
+        np.testing.assert_allclose(s.pet_3d[::2, ::2], ref.pet_3d, rtol=0, atol=2e-6)
+        np.testing.assert_allclose(s.ct_3d[::2, ::2], ref.ct_3d, rtol=0, atol=1e-5)  # HU ulps, windowed
+        np.testing.assert_array_equal(s.seg[::2, ::2], ref.seg)
+        assert s.positive == ref.positive
+        # between them, interpolated values: not a copy of a neighbour
+        assert not np.array_equal(s.pet_3d[1::2][:63], s.pet_3d[0::2][:63])

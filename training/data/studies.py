@@ -12,6 +12,7 @@ from l2s_engine.errors import L2SError
 from l2s_engine.geometry import Geometry
 from l2s_engine.io import find_studies, iter_studies
 from l2s_engine.preprocess import window
+from l2s_engine.resample import CT_ORDER, PET_ORDER, GridMap, grid_map
 from l2s_engine.spec import Spec
 
 log = logging.getLogger(__name__)
@@ -23,41 +24,83 @@ class TrainingDataError(L2SError):
 
 @dataclass
 class TrainStudy:
-    """One study, preprocessed once for both stages. Arrays are (z, y, x)."""
+    """One study, preprocessed once for both stages, on the network grid (the spec's spacing).
+    Arrays are (z, y, x)."""
 
     case_id: str
-    geometry: Geometry
+    geometry: Geometry          # the network grid
     pet_2d: np.ndarray          # PET windowed with the 2D spec, float32
     pet_3d: np.ndarray          # PET windowed with the 3D spec
     ct_3d: np.ndarray           # CT windowed with the 3D spec
     seg: np.ndarray             # uint8 0/1
     cue: np.ndarray | None = None  # 2D-net probabilities, set before 3D training
     lesion_voxels: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
+    grid: GridMap | None = None    # the study's native grid and the network grid
+    native_seg: np.ndarray | None = None  # the label on the native grid (evaluation)
 
     @property
     def positive(self) -> bool:
         return self.lesion_voxels.shape[0] > 0
 
 
-def load_training_studies(data: list[Path], spec: Spec, case_ids: set[str] | None = None) -> list[TrainStudy]:
-    """Load every labelled study below ``data`` (optionally only ``case_ids``).
+def labelled_refs(data: list[Path], case_ids: set[str] | None = None) -> list:
+    """The labelled studies below ``data`` (optionally only ``case_ids``).
 
     Raises:
-        TrainingDataError: no labelled study, or none with a lesion.
+        TrainingDataError: there is none.
     """
     refs = [r for r in find_studies(data) if r.seg is not None and (case_ids is None or r.case_id in case_ids)]
     if not refs:
         raise TrainingDataError(f"no study with a label (SEG.* / labelsTr) below {', '.join(map(str, data))}")
+    return refs
+
+
+def median_spacing(refs) -> tuple[float, float, float]:
+    """The median PET spacing of ``refs``, (z, y, x) mm rounded to 0.1 um, read from the
+    headers only (nnU-Net's choice of the network spacing)."""
+    import SimpleITK as sitk
+
+    spacings = []
+    for ref in refs:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(ref.pet))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise TrainingDataError(f"{ref.pet}: cannot read the image header ({str(exc).strip()[:200]})") from exc
+        spacings.append(tuple(reversed(reader.GetSpacing()[:3])))
+    return tuple(round(float(v), 4) for v in np.median(np.array(spacings), axis=0))
+
+
+def load_training_studies(data: list[Path], spec: Spec, case_ids: set[str] | None = None,
+                          keep_native: bool = False) -> list[TrainStudy]:
+    """Load every labelled study below ``data`` (optionally only ``case_ids``), resampled to
+    the spec's network spacing as the runtime does (PET Keys cubic, CT linear; the label
+    linear, then > 0.5).
+
+    Args:
+        keep_native: also keep each label on its native grid (``TrainStudy.native_seg``).
+
+    Raises:
+        TrainingDataError: no labelled study, or none with a lesion.
+    """
+    refs = labelled_refs(data, case_ids)
     out = []
     for result in iter_studies(refs):
         if result.study is None:
             continue
         s = result.study
+        grid = grid_map(s.geometry, spec.spacing_zyx_mm)
+        pet, ct, seg = grid.to_network(s.pet, PET_ORDER), grid.to_network(s.ct, CT_ORDER), s.seg
+        if grid.resampled:
+            seg = (grid.to_network(s.seg, "linear") > 0.5).astype(np.uint8)
         out.append(TrainStudy(
-            s.case_id, s.geometry, window(s.pet, *spec.loc2d.suv_window), window(s.pet, *spec.seg3d.suv_window),
-            window(s.ct, *spec.seg3d.ct_window), s.seg, lesion_voxels=np.argwhere(s.seg > 0)))
+            s.case_id, grid.network, window(pet, *spec.loc2d.suv_window), window(pet, *spec.seg3d.suv_window),
+            window(ct, *spec.seg3d.ct_window), seg, lesion_voxels=np.argwhere(seg > 0), grid=grid,
+            native_seg=s.seg if keep_native else None))
     if not any(t.positive for t in out):
         raise TrainingDataError(f"none of the {len(out)} labelled studies has a lesion: the networks cannot "
                                 "learn what a lesion is; add positive studies")
-    log.info("loaded %d labelled studies (%d with lesions)", len(out), sum(t.positive for t in out))
+    log.info("loaded %d labelled studies (%d with lesions; %d resampled to the network spacing %s mm, z, y, x)",
+             len(out), sum(t.positive for t in out), sum(t.grid.resampled for t in out), spec.spacing_zyx_mm)
     return out
