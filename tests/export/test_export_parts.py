@@ -99,3 +99,32 @@ def test_spacing_flag_and_weights_that_predate_the_spacing(tmp_path):
         (other / name).write_bytes(b"")
     with pytest.raises(ExportError, match="must share the network spacing"):
         check_weights_dirs([new, other])
+
+
+def test_fp16_conversion_says_once_how_many_tiny_weights_were_clamped(tmp_path, caplog):
+    """The converter warns once per weight below fp16's range: noise a user cannot act on. One
+    log line counts them; the values are clamped to +-1e-7 as the converter documents."""
+    import logging
+    import warnings
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from l2s_export.onnx_graphs import convert_fp16
+
+    weights = np.array([1e-9, -3e-10, 0.5, 0.0], np.float32)
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+                              [numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "a.onnx"))
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG, logger="l2s_export"):
+        warnings.simplefilter("always")
+        convert_fp16(tmp_path / "a.onnx", tmp_path / "b.onnx")
+    assert not [w for w in caught if "truncated" in str(w.message)]
+    assert "2 fp32 weight value(s) below fp16's range" in caplog.text
+    (half,) = [numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "b.onnx")).graph.initializer]
+    np.testing.assert_array_equal(half, np.array([1e-7, -1e-7, 0.5, 0.0], np.float16))
