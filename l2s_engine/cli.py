@@ -206,8 +206,9 @@ def infer_main(argv: list[str] | None = None) -> int:
                         help="redo every study (by default a study is skipped only when its provenance record shows "
                              "its outputs were made from the same input files with the same engine and options)")
     parser.add_argument("--max-voxels", type=int, default=default_max_voxels(),
-                        help="refuse input images whose header declares more voxels, before reading them (default "
-                             f"{default_max_voxels():,}: this machine's memory / {BYTES_PER_VOXEL} bytes)")
+                        help="refuse a PET (or label) whose header declares more voxels, or a CT with 8 times more, before "
+                             f"reading them (default {default_max_voxels():,}: this machine's memory / "
+                             f"{BYTES_PER_VOXEL} bytes)")
     parser.add_argument("--pet-channel", default="0000", help="nnU-Net PET channel (default 0000)")
     parser.add_argument("--ct-channel", default="0001", help="nnU-Net CT channel (default 0001)")
     parser.add_argument("--grand-challenge", action="store_true",

@@ -21,6 +21,10 @@ CT_OUTSIDE_HU = -1024.0  # autoPET CTres fill value outside the CT field of view
 # A CT covering less of the PET's box than this is refused: the 3D net would see air (the fill
 # value) where the body is, and the mask would be wrong without a word.
 MIN_CT_COVERAGE = 0.5
+# The voxel budget is sized for the PET grid, on which every array of the pipeline lives (about
+# 48 bytes per voxel); a CT is only read (2-4 bytes per voxel) and resampled onto that grid, so
+# a fine-sliced CT may hold this many times more voxels (512 x 512 x 2500 is a real one).
+CT_VOXEL_FACTOR = 8
 
 
 @dataclass
@@ -63,7 +67,8 @@ def load_study(ref: StudyRef, max_voxels: int | None = None) -> Study:
 
     Args:
         ref: the study's files.
-        max_voxels: refuse images whose header declares more voxels (None: no limit).
+        max_voxels: refuse a PET or label whose header declares more voxels, or a CT with more
+            than ``CT_VOXEL_FACTOR`` times as many (None: no limit).
 
     Raises:
         StudyError: a subclass naming the file, the value and the remedy.
@@ -71,7 +76,7 @@ def load_study(ref: StudyRef, max_voxels: int | None = None) -> Study:
     if ref.problem is not None:
         raise ref.problem
     pet_image = read_image(ref.pet, "PET", max_voxels)
-    ct_image = read_image(ref.ct, "CT", max_voxels)
+    ct_image = read_image(ref.ct, "CT", None if max_voxels is None else max_voxels * CT_VOXEL_FACTOR)
     pet_geometry = geometry_of(pet_image)
     ct_geometry = geometry_of(ct_image)
     if not pet_geometry.same_grid(ct_geometry):

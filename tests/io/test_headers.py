@@ -125,3 +125,18 @@ def test_coverage_of_hand_built_boxes():
     # a CT of half the PET's length at twice the spacing, axes permuted (z first): half
     permuted = Geometry((10, 5, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (0, 0, 1, 0, 1, 0, 1, 0, 0))
     assert pet.coverage_by(permuted) == pytest.approx(0.5)
+
+
+def test_a_ct_may_hold_more_voxels_than_the_pet_budget(tmp_path):
+    """The budget is per PET voxel; a CT is only read and resampled onto the PET grid."""
+    folder = make_autopet_study(tmp_path / "s", shape=(6, 5, 4))  # PET: 120 voxels
+    (ref,) = find_studies([folder])
+    for shape, ok in (((12, 10, 8), True), ((12, 10, 9), False)):  # 960 = 8 x 120 voxels; 1080
+        ct = sitk.GetImageFromArray(np.zeros(shape, np.int16))
+        ct.SetSpacing((1.0, 1.0, 1.5))
+        sitk.WriteImage(ct, str(folder / "CTres.nii.gz"))
+        if ok:
+            assert load_study(ref, max_voxels=120).ct.shape == (6, 5, 4)
+        else:
+            with pytest.raises(ImageTooLargeError, match="CTres.nii.gz.*1,080 voxels, more than the limit of 960"):
+                load_study(ref, max_voxels=120)
