@@ -305,14 +305,7 @@ class DeviceEngine(Engine):
             t.mark(self.device, "back_end", stream)
             mask = xp.empty(shape, np.uint8)
             k.threshold_mean(p_native, cue_native, mask, 1, f.cue_threshold, f.low_threshold, f.high_threshold)
-            mask_host = np.empty(shape, np.uint8)
-            self.device.download(mask, mask_host, stream)
-            p_host = cue_host = None
-            if self.keep_maps:
-                p_host, cue_host = np.empty(shape, np.float32), np.empty(shape, np.float32)
-                self.device.download(p_native, p_host, stream)
-                self.device.download(cue_native, cue_host, stream)
-        return mask_host, p_host, cue_host
+            return self._download(mask, p_native, cue_native, stream)
 
     def _fuse(self, acc, wsum, psum, cue, folds: int, stream):
         """The fused blend + threshold on ``stream``, then the copies back (synchronous)."""
@@ -326,11 +319,16 @@ class DeviceEngine(Engine):
             else:
                 p = psum
                 k.threshold_mean(psum, cue, mask, folds, f.cue_threshold, f.low_threshold, f.high_threshold)
-            mask_host = np.empty(shape, np.uint8)
-            self.device.download(mask, mask_host, stream)
-            p_host = cue_host = None
-            if self.keep_maps:
-                p_host, cue_host = np.empty(shape, np.float32), np.empty(shape, np.float32)
-                self.device.download(p, p_host, stream)
-                self.device.download(cue, cue_host, stream)
+            return self._download(mask, p, cue, stream)
+
+    def _download(self, mask, p, cue, stream):
+        """The mask, and with ``keep_maps`` the 3D probabilities and the cue, copied to the host
+        on ``stream`` (synchronous)."""
+        mask_host = np.empty(mask.shape, np.uint8)
+        self.device.download(mask, mask_host, stream)
+        p_host = cue_host = None
+        if self.keep_maps:
+            p_host, cue_host = np.empty(mask.shape, np.float32), np.empty(mask.shape, np.float32)
+            self.device.download(p, p_host, stream)
+            self.device.download(cue, cue_host, stream)
         return mask_host, p_host, cue_host
