@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..geometry import Geometry
+from ..spec import AUTOPET_SPACING_ZYX_MM
 from .anatomy import AIR, sample_anatomy
 from .render import BodyGrid, blur, noise_gain, occupancy, paint
 
@@ -23,7 +24,7 @@ class GridSpec:
 SIZES = {
     "tiny": GridSpec((64, 40, 48), (15.3, 12.0, 12.0)),
     "small": GridSpec((160, 112, 136), (6.1, 4.2, 4.2)),
-    "full": GridSpec((326, 400, 400), (3.0, 2.0364, 2.0364)),  # the autoPET PET grid
+    "full": GridSpec((326, 400, 400), AUTOPET_SPACING_ZYX_MM),  # the autoPET PET grid
 }
 
 PET_FWHM_MM = (6.0, 7.0)

@@ -76,6 +76,22 @@ def test_median_spacing_reads_the_headers(tmp_path):
     assert median_spacing(refs) == (4.0, 2.25, 3.0182)
 
 
+def test_median_spacing_leaves_out_a_header_the_runtime_refuses(tmp_path):
+    import gzip
+    import struct
+
+    from conftest import make_autopet_study
+
+    for i in range(2):
+        make_autopet_study(tmp_path / f"PETCT_{i}" / "study", spacing=(2.0, 2.0, 3.0))
+    bad = tmp_path / "PETCT_1" / "study" / "SUV.nii.gz"
+    raw = bytearray(gzip.decompress(bad.read_bytes()))
+    raw[80:92] = struct.pack("<3f", 0.0, 0.0, 0.0)  # pixdim[1..3]: ITK would read 1.0 mm
+    bad.write_bytes(gzip.compress(bytes(raw)))
+    # counted at ITK's 1.0 mm the median would be (2.0, 1.5, 1.5); the study is left out
+    assert median_spacing(find_studies([tmp_path])) == (3.0, 2.0, 2.0)
+
+
 def test_studies_are_resampled_to_the_network_spacing(tiny_studies):
     root, native = tiny_studies
     # z and y refined exactly x2, x (12 mm) already the network's

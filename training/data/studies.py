@@ -56,19 +56,27 @@ def labelled_refs(data: list[Path], case_ids: set[str] | None = None) -> list:
 
 
 def median_spacing(refs) -> tuple[float, float, float]:
-    """The median PET spacing of ``refs``, (z, y, x) mm rounded to 0.1 um, read from the
-    headers only (nnU-Net's choice of the network spacing)."""
-    import SimpleITK as sitk
+    """The median PET spacing of ``refs``, (z, y, x) mm rounded to 0.1 um, read from the raw
+    headers only (nnU-Net's choice of the network spacing).
+
+    The headers are read as the runtime reads them (``check_header``): a study whose header
+    declares an impossible spacing is left out here, as loading will refuse it, instead of
+    being counted at the 1.0 mm ITK would substitute.
+    """
+    from l2s_engine.errors import StudyError
+    from l2s_engine.io.images import check_header
 
     spacings = []
     for ref in refs:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(ref.pet))
         try:
-            reader.ReadImageInformation()
-        except RuntimeError as exc:
-            raise TrainingDataError(f"{ref.pet}: cannot read the image header ({str(exc).strip()[:200]})") from exc
-        spacings.append(tuple(reversed(reader.GetSpacing()[:3])))
+            head = check_header(ref.pet, "PET")
+        except StudyError as exc:
+            log.warning("%s: not counted in the median spacing: %s", ref.case_id, exc)
+            continue
+        if head is not None:
+            spacings.append(tuple(reversed(head.spacing[:3])))
+    if not spacings:
+        raise TrainingDataError(f"no PET header with a usable spacing among {len(refs)} studies")
     return tuple(round(float(v), 4) for v in np.median(np.array(spacings), axis=0))
 
 
