@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -93,6 +94,7 @@ def _build_all(weights_dirs: list[Path], spec: Spec, out: Path, target: Path, te
             inputs, outputs = _tensor_info(role, spec)
             batches = parity_batches(role, spec)
             files.append(_onnx_fp32(model, role, fold, stem, spec, out, batches))
+            files += _openvino_ir(model, files[-1], out, batches)
             fp16 = export_fp16(model, role, spec, out / f"{stem}_fp16.onnx")
             diff16 = max_probability_difference(model, fp16, batches)
             log.info("%s fold %d: fp16 graph vs PyTorch fp32, max |dp| = %.2e", role, fold, diff16)
@@ -102,6 +104,7 @@ def _build_all(weights_dirs: list[Path], spec: Spec, out: Path, target: Path, te
     info = _info(weights_dirs)
     write_manifest(out, spec, files, info)  # the runtime opens engine directories through it
     info["fp16_agreement"] = fp16_agreement(out, check_studies)
+    files = _with_bf16_gate(out, spec, files, info, check_studies)
     if tensorrt:
         from .tensorrt_build import tensorrt_unavailable_reason
 
@@ -130,6 +133,46 @@ def _onnx_fp32(model, role: str, fold: int, stem: str, spec: Spec, out: Path, ba
                      {"opset": OPSET, "max_abs_prob_diff_vs_torch_fp32": diff})
 
 
+def _openvino_ir(model, onnx_file: ModelFile, out: Path, batches) -> list[ModelFile]:
+    """The IR of an fp32 ONNX graph, which OpenVINO in fp32 must run as PyTorch does; none
+    (with a warning, once) where openvino is not installed."""
+    from .openvino_ir import OvModule, export_ir, openvino_missing
+
+    missing = openvino_missing()
+    if missing:
+        if onnx_file.role == "loc2d" and onnx_file.fold == 0:
+            log.warning("OpenVINO IR not built (%s): the openvino backend cannot run this engine directory", missing)
+        return []
+    xml, weights = export_ir(out / onnx_file.path, (out / onnx_file.path).with_suffix(".xml"))
+    diff = max_module_difference(model, OvModule(xml), batches)
+    log.info("%s fold %d: OpenVINO fp32 vs PyTorch, max |dp| = %.2e", onnx_file.role, onnx_file.fold, diff)
+    if diff > PARITY_LIMIT:
+        raise ExportError(f"{xml}: OpenVINO (fp32) differs from PyTorch by {diff:.2e} in probability "
+                          f"(limit {PARITY_LIMIT:g}); the export is not trustworthy")
+    import openvino
+
+    return [ModelFile(onnx_file.role, onnx_file.fold, "openvino", "fp32", xml.name, sha256_of(xml), onnx_file.inputs,
+                      onnx_file.outputs, {"openvino": openvino.get_version(), "from": onnx_file.path,
+                                          "max_abs_prob_diff_vs_torch_fp32": diff},
+                      ((weights.name, sha256_of(weights)),))]
+
+
+def _with_bf16_gate(out: Path, spec: Spec, files: list[ModelFile], info: dict, studies: int) -> list[ModelFile]:
+    """``files`` with each IR's bf16 gate (``bf16_gate``) in its extra; a summary in ``info``."""
+    if not any(f.format == "openvino" for f in files) or studies < 1:
+        return files
+    from .bf16_gate import bf16_gate, check_studies as gate_studies
+
+    gates = bf16_gate(out, gate_studies(studies, AGREEMENT_SEED))
+    for role, gate in gates.items():
+        log.info("bf16 gate of %s: %s (%s)", role, "passed" if gate["passed"] else "failed", gate["reason"])
+    info["bf16_gate"] = {role: {k: v for k, v in gate.items() if k != "studies"} for role, gate in gates.items()}
+    files = [dataclasses.replace(f, extra={**f.extra, "bf16_gate": gates[f.role]}) if f.format == "openvino" else f
+             for f in files]
+    write_manifest(out, spec, files, info)
+    return files
+
+
 def _program(model, role: str, fold: int, stem: str, spec: Spec, out: Path, batches) -> ModelFile:
     """Export one network as a torch.export program, checked against the module."""
     inputs, outputs = _tensor_info(role, spec)
@@ -146,11 +189,13 @@ def _info(weights_dirs: list[Path]) -> dict:
             "weights": [str(w) for w in weights_dirs]}
 
 
-def export_programs(weights_dirs: list[Path], spec: Spec, out: Path, onnx_fp32: bool = False) -> Path:
-    """Only the torch.export programs (and, with ``onnx_fp32``, the fp32 ONNX graphs) and the
-    manifest: ``l2s-export --programs-only``, for GPU hosts without the ONNX toolchain, and
-    the benchmarks (no fp16 graphs, no agreement run). Built beside ``out`` and swapped in
-    whole, as ``export_all``."""
+def export_programs(weights_dirs: list[Path], spec: Spec, out: Path, onnx_fp32: bool = False,
+                    gate_studies: int = 0) -> Path:
+    """Only the torch.export programs (and, with ``onnx_fp32``, the fp32 ONNX graphs and their
+    OpenVINO IR where openvino is installed) and the manifest: ``l2s-export --programs-only``,
+    for GPU hosts without the ONNX toolchain, and the benchmarks (no fp16 graphs, no agreement
+    run; the bf16 gate on ``gate_studies`` studies). Built beside ``out`` and swapped in whole,
+    as ``export_all``."""
     check_weight_files(weights_dirs, spec)
     with staged_engine_dir(out) as work:
         files = []
@@ -161,8 +206,11 @@ def export_programs(weights_dirs: list[Path], spec: Spec, out: Path, onnx_fp32: 
                 batches = parity_batches(role, spec)
                 if onnx_fp32:
                     files.append(_onnx_fp32(model, role, fold, stem, spec, work, batches))
+                    files += _openvino_ir(model, files[-1], work, batches)
                 files.append(_program(model, role, fold, stem, spec, work, batches))
-        write_manifest(work, spec, files, {**_info(weights_dirs), "programs_only": not onnx_fp32})
+        info = {**_info(weights_dirs), "programs_only": not onnx_fp32}
+        write_manifest(work, spec, files, info)
+        _with_bf16_gate(work, spec, files, info, gate_studies)
     return out
 
 

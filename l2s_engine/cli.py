@@ -177,13 +177,20 @@ def infer_main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", type=Path, nargs="*", help="study folders or folders of studies")
     parser.add_argument("--engine", type=Path, required=True, help="engine directory (output of l2s-export)")
     parser.add_argument("-o", "--out", type=Path, default=Path("predictions"), help="output folder (default predictions/)")
-    parser.add_argument("--backend", choices=[*sorted(BACKENDS), "auto"], default="onnxruntime",
-                        help="inference backend (default onnxruntime: CPU; torch runs the .pt2 programs; tensorrt the "
-                             "fp16 plans on a GPU; auto: tensorrt, else torch on a GPU, else onnxruntime, printed)")
+    parser.add_argument("--backend", choices=[*sorted(BACKENDS), "auto"], default="auto",
+                        help="inference backend (default auto: tensorrt, else torch on a GPU; on the CPU openvino where "
+                             "installed and the engine directory has its IR, else onnxruntime; the choice is printed). "
+                             "openvino and onnxruntime run on the CPU, torch the .pt2 programs, tensorrt the fp16 plans")
     parser.add_argument("--device", help="cpu or cuda[:N] (default cpu; tensorrt: cuda). cuda runs the GPU pipeline "
                                          "(two CUDA streams, CuPy kernels)")
-    parser.add_argument("--precision", choices=PRECISIONS,
-                        help="which exported graphs to run (default fp32; fp16 for tensorrt and for auto on a GPU)")
+    parser.add_argument("--precision", type=_precision_arg, metavar="|".join(PRECISIONS),
+                        help="fp32 or fp16: which exported graphs run (fp16: tensorrt, torch on a GPU); openvino: fp32, "
+                             "bf16, or auto (default for openvino: bf16 per network where the CPU has bf16 units and the "
+                             "network passed the export's bf16 fidelity gate, else fp32); one per network as "
+                             "loc2d=fp32,seg3d=bf16. Default: fp32 (onnxruntime), fp16 (tensorrt, auto on a GPU)")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="where openvino keeps compiled models, per OpenVINO version and CPU (default "
+                             "$L2S_CACHE_DIR, else ~/.cache/l2s-engine)")
     parser.add_argument("--threads", type=int, help="backend CPU threads (default: one per core)")
     parser.add_argument("--batch-2d", type=int, default=16, help="coronal slices per network call (default 16)")
     parser.add_argument("--batch-3d", type=int, default=2, help="3D windows per network call (default 2)")
@@ -224,6 +231,16 @@ def infer_main(argv: list[str] | None = None) -> int:
     return _guarded("l2s-infer", _infer, args)
 
 
+def _precision_arg(text: str) -> str:
+    from .precision import PrecisionError, parse_precision
+
+    try:
+        parse_precision(text)
+    except PrecisionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 def _resolve_backend(args) -> tuple[str, str | None, str]:
     """(backend, device, precision) from the flags; ``auto`` probes the machine and says what it chose."""
     backend, device, precision = args.backend, args.device, args.precision
@@ -236,8 +253,18 @@ def _resolve_backend(args) -> tuple[str, str | None, str]:
               if choice.backend != "tensorrt" else f" ({choice.reason})"))
         backend, device, precision = choice.backend, device or choice.device, precision or choice.precision
     if precision is None:
-        precision = "fp16" if backend == "tensorrt" else "fp32"
+        precision = {"tensorrt": "fp16", "openvino": "auto"}.get(backend, "fp32")
     return backend, device, precision
+
+
+def _precision_words(info: dict) -> str:
+    """'fp32', or per network what ran and the CPU's bf16 unit, with the compile time (openvino)."""
+    nets = info.get("networks", {})
+    if not any("why" in n for runs in nets.values() for n in runs):
+        return info["precision"]
+    ran = ", ".join(f"{role} {'/'.join(sorted({n['precision'] for n in runs}))}" for role, runs in nets.items())
+    compile_s = sum(n.get("compile_seconds") or 0.0 for runs in nets.values() for n in runs)
+    return f"{ran}; CPU bf16: {info.get('cpu_bf16', '?')}; compiled in {compile_s:.1f} s"
 
 
 def _gpu_words(info: dict) -> str:
@@ -258,7 +285,7 @@ def _infer(args) -> int:
                            batch_2d=args.batch_2d, batch_3d=args.batch_3d, tta=args.tta,
                            skip_air=not args.no_skip_air, full_cue=args.full_cue or args.save_probs, rule=args.rule,
                            cue_threshold=args.cue_threshold, low_threshold=args.low_threshold,
-                           high_threshold=args.high_threshold)
+                           high_threshold=args.high_threshold, cache_dir=args.cache_dir)
     if args.grand_challenge:
         inputs, out_dir, fmt = [args.gc_input], args.gc_output / GC_OUTPUT_SUBDIR, "mha"
         report_path = args.gc_output / "l2s_report.json"
@@ -278,7 +305,7 @@ def _infer(args) -> int:
     ensure_writable_dir(report_path.parent)  # the output folders: in run_studies, before any study
     with engine:
         info = engine.describe()
-        print(f"backend: {info['name']} {info['version'] or ''} ({info['precision']}, {info['folds']} fold(s), "
+        print(f"backend: {info['name']} {info['version'] or ''} ({_precision_words(info)}, {info['folds']} fold(s), "
               f"{info['preset']} preset, fusion {info['rule']}{_gpu_words(info)}) from {args.engine}; {len(refs)} stud"
               f"{'y' if len(refs) == 1 else 'ies'} -> {out_dir}"
               + (f"; {len(hidden)} hidden folder(s) not searched (named above)" if hidden else ""))

@@ -45,7 +45,10 @@ class ModelFile:
         precision: "fp32" or "fp16" (of the computation; I/O may stay fp32).
         path: a plain file name inside the engine directory (``check_file_name``: no folders).
         sha256: hex digest of the file.
-        extra: format-specific facts (opset, parity, TensorRT version and GPU, profiles).
+        extra: format-specific facts (opset, parity, TensorRT version and GPU, profiles,
+            OpenVINO's bf16 gate).
+        companions: (file name, sha256) of the files the model needs beside ``path`` (an
+            OpenVINO IR's ``.bin``), checked like ``path``.
     """
 
     role: str
@@ -57,6 +60,11 @@ class ModelFile:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    companions: tuple[tuple[str, str], ...] = ()
+
+    def hashed_files(self) -> list[tuple[str, str]]:
+        """(file name, sha256) of the model file and its companions."""
+        return [(self.path, self.sha256), *self.companions]
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
     try:
         spec = Spec.from_dict(data["spec"])
         files = tuple(_model_file(path, entry) for entry in entries)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise ManifestError(f"{path}: malformed manifest ({exc!r}); {REBUILD}") from exc
     except MissingSpacingError as exc:  # an engine exported before the network spacing was recorded
         raise ManifestError(f"{path}: {exc}") from exc
@@ -132,11 +140,11 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
         raise ManifestError(f"{path}: 'info' must be an object, got {_kind(info)}; {REBUILD}")
     manifest = Manifest(directory, spec, files, info)
     if verify:
-        for model in files:
-            file = manifest.path(model)
+        for name, sha256 in (pair for model in files for pair in model.hashed_files()):
+            file = directory / name
             if not file.is_file():
                 raise ManifestError(f"{file}: listed in the manifest but missing; {REBUILD}")
-            if sha256_of(file) != model.sha256:
+            if sha256_of(file) != sha256:
                 raise ManifestError(f"{file}: contents differ from the manifest (sha256); the file was "
                                     f"altered or replaced; {REBUILD}")
     return manifest
@@ -183,8 +191,9 @@ def _model_file(manifest_path: Path, entry: dict[str, Any]) -> ModelFile:
     name = check_file_name(manifest_path, entry["path"])
     tensors = {k: tuple(TensorInfo(t["name"], t["dtype"], tuple(t["shape"])) for t in entry[k])
                for k in ("inputs", "outputs")}
+    companions = tuple((check_file_name(manifest_path, c[0]), str(c[1])) for c in entry.get("companions", []))
     return ModelFile(entry["role"], int(entry["fold"]), entry["format"], entry["precision"], name,
-                     entry["sha256"], tensors["inputs"], tensors["outputs"], dict(entry.get("extra", {})))
+                     entry["sha256"], tensors["inputs"], tensors["outputs"], dict(entry.get("extra", {})), companions)
 
 
 def plan_mismatch(model: ModelFile, tensorrt_version: str, compute_capability: str) -> str | None:

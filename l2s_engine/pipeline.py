@@ -19,12 +19,14 @@ from .geometry import Geometry
 from .manifest import Manifest, read_manifest
 from .planning import BODY_HU, BODY_SUV, body_mask, occupied_slices, plan_windows, undecided_slices
 from .postprocess import RULES, fuse
+from .precision import PrecisionError, parse_precision
 from .preprocess import coronal_axes, to_coronal, window
 from .resample import CT_ORDER, PET_ORDER, GridMap, grid_map
 from .spec import FusionSpec
 from .stages import run_loc2d, run_seg3d
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+CPU_PRECISIONS = ("bf16", "auto")  # the openvino backend's: a bf16 CPU, per network
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,10 @@ class InferOptions:
     Attributes:
         backend: a name from ``backends.BACKENDS``.
         device: where the torch backend runs ("cpu", "cuda", "cuda:N"); None: "cpu".
-        precision: which exported graphs to run ("fp32" or "fp16").
+        precision: "fp32" or "fp16" (which exported graphs run); for openvino "fp32", "bf16" or
+            "auto" (bf16 per network where the CPU has bf16 units and the network passed the
+            export's bf16 gate); or one per network, "loc2d=fp32,seg3d=bf16" (``precision``).
+        cache_dir: base folder of compiled-model caches (openvino; None: ``~/.cache/l2s-engine``).
         threads: backend CPU threads (None: the backend's default).
         batch_2d, batch_3d: coronal slices / windows per network call.
         tta: flip test-time augmentation (2 passes in 2D, left-right only; 8 in 3D).
@@ -63,10 +68,19 @@ class InferOptions:
     high_threshold: float | None = None
     body_hu: float = BODY_HU
     body_suv: float = BODY_SUV
+    cache_dir: Path | None = None
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        chosen = set(parse_precision(self.precision).values())
+        if self.backend != "openvino" and chosen & set(CPU_PRECISIONS):
+            raise PrecisionError(f"--precision {self.precision}: bf16 and auto are the openvino backend's (CPU); "
+                                 f"the {self.backend} backend runs fp32 or fp16")
+        if self.backend != "openvino" and len(chosen) > 1:
+            raise PrecisionError(f"--precision {self.precision}: one precision per network is the openvino "
+                                 f"backend's; the {self.backend} backend runs both in one")
+        if self.backend == "openvino" and "fp16" in chosen:
+            raise PrecisionError("fp16 is the GPU's precision (tensorrt, torch on cuda); the openvino backend "
+                                 "runs fp32, bf16 or auto")
         if self.rule not in RULES:
             raise BackendError(f"fusion rule must be one of {', '.join(RULES)}, got {self.rule!r}")
         if self.batch_2d < 1 or self.batch_3d < 1:
@@ -106,11 +120,14 @@ class Engine:
         self.fusion = options.fusion(self.spec.fusion)
         cls = backend_class(options.backend)
         self.nets: dict[str, list[Backend]] = {}
+        precision = parse_precision(options.precision)
         for role in ("loc2d", "seg3d"):
-            files = cls.model_files(self.manifest, role, options.precision)
+            files = cls.model_files(self.manifest, role, precision[role])
             if not files:
                 raise BackendError(f"{engine_dir}: no {cls.format} model for {role} in the manifest (the "
-                                   f"{options.backend} backend runs those at {options.precision}); re-run l2s-export")
+                                   f"{options.backend} backend runs those at {precision[role]}); re-run l2s-export"
+                                   + (" with openvino installed (pip install 'l2s-engine[openvino]')"
+                                      if cls.format == "openvino" else ""))
             self.nets[role] = [cls.from_options(self.manifest.path(f), f, options) for f in files]
 
     @property
@@ -127,7 +144,27 @@ class Engine:
                 "network_spacing_zyx_mm": list(self.spec.spacing_zyx_mm),
                 "cue": "on demand" if self.cue_on_demand else "full",
                 "files": [n.path.name for nets in self.nets.values() for n in nets],
+                "networks": self.networks(), **self.cpu(),
                 "export": {k: v for k, v in self.manifest.info.items() if k != "weights"}}
+
+    def cpu(self) -> dict:
+        """The CPU's model, SIMD/matrix flags and bf16 unit (for reports beside the timings)."""
+        from .cpuinfo import bf16_isa, reported_flags, this_cpu
+
+        model, flags = this_cpu()
+        isa = bf16_isa(flags)
+        if self.options.backend == "openvino":
+            from .backends.openvino import machine_bf16
+
+            isa = machine_bf16()
+        return {"cpu": model, "cpu_flags": reported_flags(flags), "cpu_bf16": isa}
+
+    def networks(self) -> dict:
+        """Per network, what ran: the precision of each fold's model and why, where the backend
+        chooses it (openvino: fp32 or bf16 per network), and its compile time and cache."""
+        return {role: [n.describe() if hasattr(n, "describe") else
+                       {"file": n.path.name, "precision": parse_precision(self.options.precision)[role]}
+                       for n in nets] for role, nets in self.nets.items()}
 
     def __enter__(self) -> Engine:
         for nets in self.nets.values():

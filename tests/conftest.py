@@ -42,6 +42,20 @@ def autopet_study(tmp_path: Path) -> Path:
 DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "demo"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_model_cache(tmp_path_factory):
+    """OpenVINO's compiled-model cache in a folder of this test session, not the user's."""
+    import os
+
+    previous = os.environ.get("L2S_CACHE_DIR")
+    os.environ["L2S_CACHE_DIR"] = str(tmp_path_factory.mktemp("l2s-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("L2S_CACHE_DIR", None)
+    else:
+        os.environ["L2S_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def demo_engine(tmp_path_factory) -> Path:
     """The committed demo weights exported once per test session (ONNX only)."""

@@ -14,6 +14,7 @@ from .base import Backend, BackendError, MissingDependencyError, NoCudaGpuError
 # name -> (module, class); modules are imported only when the backend is chosen
 BACKENDS: dict[str, tuple[str, str]] = {
     "onnxruntime": ("l2s_engine.backends.onnxrt", "OnnxRuntimeBackend"),
+    "openvino": ("l2s_engine.backends.openvino", "OpenVinoBackend"),
     "torch": ("l2s_engine.backends.torchrt", "TorchBackend"),
     "tensorrt": ("l2s_engine.backends.tensorrt", "TensorRTBackend"),
 }

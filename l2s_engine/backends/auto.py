@@ -2,7 +2,8 @@
 
 tensorrt where the directory has plans that fit this TensorRT and GPU, TensorRT and a GPU are
 present; else torch (fp16, CUDA) where the directory has ``.pt2`` programs and torch sees a
-GPU; else onnxruntime on the CPU. The choice and the reasons the faster ones were passed
+GPU; else openvino on the CPU (precision auto) where it is installed and the directory has
+IR; else onnxruntime on the CPU. The choice and the reasons the faster ones were passed
 over are printed by the CLI: never a silent fallback.
 """
 
@@ -21,6 +22,7 @@ class Probe:
     gpu: str | None          # a CUDA GPU that CuPy (the device pipeline) can use
     tensorrt: str | None     # the tensorrt package
     torch_cuda: str | None   # torch with CUDA
+    openvino: str | None = "not probed"  # the openvino package (the CPU backend preferred over onnxruntime)
     tensorrt_version: str = ""
     compute_capability: str = ""
 
@@ -54,6 +56,12 @@ def choose(manifest: Manifest, probe: Probe) -> Choice:
     if why_not_torch is None:
         return Choice("torch", "cuda", "fp16", "; ".join(passed))
     passed.append(f"torch: {why_not_torch}")
+    why_not_openvino = probe.openvino
+    if why_not_openvino is None and not any(f.format == "openvino" for f in manifest.files):
+        why_not_openvino = "the engine directory has no OpenVINO IR (re-export with openvino installed)"
+    if why_not_openvino is None:  # faster than onnxruntime in fp32 too (README, "CPU backends")
+        return Choice("openvino", "cpu", "auto", "; ".join(passed))
+    passed.append(f"openvino: {why_not_openvino}")
     return Choice("onnxruntime", "cpu", "fp32", "; ".join(passed))
 
 
@@ -74,7 +82,9 @@ def probe_machine() -> Probe:
             import torch
 
             torch_cuda = None if torch.cuda.is_available() else "torch sees no CUDA GPU (a CPU build?)"
-    return Probe(gpu, tensorrt, torch_cuda, trt_version, cc)
+    openvino = None if importlib.util.find_spec("openvino") else \
+        "the openvino package is not installed (pip install 'l2s-engine[openvino]')"
+    return Probe(gpu, tensorrt, torch_cuda, openvino, trt_version, cc)
 
 
 def _gpu() -> tuple[str | None, str]:

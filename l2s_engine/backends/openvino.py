@@ -1,0 +1,138 @@
+"""OpenVINO backend (CPU plugin): the IR models of an engine directory, in fp32 or bf16.
+
+The IR (``.xml`` + ``.bin``) holds fp32 weights; the compute precision is OpenVINO's
+``INFERENCE_PRECISION_HINT``, always set explicitly (on a bf16 CPU OpenVINO's own default is
+bf16). Compiled models go to OpenVINO's model cache in a folder keyed by the OpenVINO version
+and the CPU (``cache_dir``), outside the engine directory, so the second run on a machine
+loads instead of compiling.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..cpuinfo import NO_BF16, bf16_isa, cpu_key, this_cpu
+from ..manifest import Manifest, ModelFile
+from ..precision import choose, parse_precision
+from .base import Backend, import_or_explain
+
+log = logging.getLogger("l2s_engine")
+INSTALL = "pip install 'l2s-engine[openvino]' (or pip install openvino)"
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+
+
+def _openvino():
+    return import_or_explain("openvino", "openvino", INSTALL)
+
+
+def version() -> str:
+    return _openvino().get_version()
+
+
+def cache_root() -> Path:
+    """l2s-engine's cache folder: $L2S_CACHE_DIR, else $XDG_CACHE_HOME/l2s-engine, else ~/.cache/l2s-engine."""
+    if os.environ.get("L2S_CACHE_DIR"):
+        return Path(os.environ["L2S_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "l2s-engine"
+
+
+def cache_dir(base: Path | None, ov_version: str) -> Path:
+    """The model-cache folder for this OpenVINO version and CPU kind below ``base`` (None: ``cache_root``)."""
+    release = re.sub(r"[^A-Za-z0-9.]+", "-", ov_version.split("-")[0])
+    return Path(base or cache_root()) / "openvino" / f"{release}-{cpu_key()}"
+
+
+@functools.lru_cache(maxsize=1)
+def machine_bf16() -> str:
+    """The CPU's bf16 unit as OpenVINO can use it: "AMX-BF16", "AVX512-BF16" or "none"."""
+    isa = bf16_isa(this_cpu()[1])
+    if isa != NO_BF16 and "BF16" not in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return NO_BF16  # the flag is there, but this OpenVINO (or a VM's CPUID masking) cannot use it
+    return isa
+
+
+@functools.lru_cache(maxsize=1)
+def _core():
+    return _openvino().Core()
+
+
+class OpenVinoBackend(Backend):
+    """Runs an OpenVINO IR model on the CPU plugin.
+
+    Args:
+        path: the ``.xml`` file (its ``.bin`` beside it, both hashed in the manifest).
+        model: its manifest entry; ``extra["bf16_gate"]`` is the export's fidelity gate.
+        threads: inference threads (None: OpenVINO's default, one per core).
+        precision: "fp32", "bf16" or "auto" (``precision.choose``).
+        cache: the model-cache base folder (None: ``cache_root``).
+    """
+
+    name = "openvino"
+    format = "openvino"
+
+    def __init__(self, path: Path, model: ModelFile, threads: int | None = None, precision: str = "fp32",
+                 cache: Path | None = None):
+        super().__init__(path, model)
+        self.threads, self.cache = threads, cache
+        self.choice = choose(precision, machine_bf16(), model.extra.get("bf16_gate"))
+        self.compiled = self.request = None
+        self.compile_seconds: float | None = None
+        self.cache_state = ""
+
+    @classmethod
+    def model_files(cls, manifest: Manifest, role: str, precision: str) -> list[ModelFile]:
+        return manifest.select(role, cls.format, "fp32")  # fp32 weights; the compute precision is a hint
+
+    @classmethod
+    def from_options(cls, path: Path, model: ModelFile, options) -> OpenVinoBackend:
+        return cls(path, model, threads=options.threads, precision=parse_precision(options.precision)[model.role],
+                   cache=options.cache_dir)
+
+    def describe(self) -> dict:
+        """What ran, for the report: precision and why, compile time and cache."""
+        return {"file": self.path.name, "precision": self.choice.precision, "why": self.choice.reason,
+                "compile_seconds": self.compile_seconds, "cache": self.cache_state}
+
+    def _activate(self) -> None:
+        config = {"INFERENCE_PRECISION_HINT": OV_PRECISION[self.choice.precision], "PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        folder = cache_dir(self.cache, version())
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            before = len(list(folder.glob("*.blob")))
+            config["CACHE_DIR"] = str(folder)
+        except OSError as exc:
+            before = None
+            log.warning("OpenVINO model cache off: cannot create %s (%s); every run compiles again (set "
+                        "L2S_CACHE_DIR or --cache-dir to a writable folder)", folder, exc.strerror)
+        start = time.perf_counter()
+        self.compiled = _core().compile_model(str(self.path), "CPU", config)
+        self.compile_seconds = time.perf_counter() - start
+        if before is None:
+            self.cache_state = f"off ({folder} not writable)"
+        else:
+            grown = len(list(folder.glob("*.blob"))) > before
+            self.cache_state = f"{'compiled into' if grown else 'loaded from'} {folder}"
+        self.request = self.compiled.create_infer_request()
+
+    def _deactivate(self) -> None:
+        self.request = self.compiled = None
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = {name: np.ascontiguousarray(array) for name, array in feed.items()}
+        self.request.infer(inputs)
+        return {name: np.array(self.request.get_tensor(name).data, dtype=np.float32, copy=True)
+                for name in self.output_names}
+
+    @staticmethod
+    def version() -> str:
+        return version()
