@@ -47,11 +47,14 @@ def per_item_flops(model, input_shape: tuple[int, ...]) -> int:
     return conv_flops(model.eval(), torch.zeros((1, *input_shape[1:])))
 
 
-def matmul_peak(n: int = 4096, repeats: int = 3, device: str = "cpu") -> dict:
-    """Best matmul rate: float32 with numpy's BLAS on the CPU (all its threads), float16 with
-    torch on a CUDA device (the precision of our GPU pipeline)."""
+def matmul_peak(n: int = 4096, repeats: int = 3, device: str = "cpu", precision: str = "fp32") -> dict:
+    """Best matmul rate: float32 with numpy's BLAS on the CPU (all its threads), bfloat16 with
+    torch on the CPU (oneDNN: AMX or AVX512-BF16 where present), float16 with torch on a CUDA
+    device (the precision of our GPU pipeline)."""
     if device.startswith("cuda"):
         return _cuda_matmul_peak(device, 2 * n, repeats)
+    if precision == "bf16":
+        return _cpu_bf16_matmul_peak(n, repeats)
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     a @ b  # warm-up
@@ -78,3 +81,18 @@ def _cuda_matmul_peak(device: str, n: int, repeats: int) -> dict:
         torch.cuda.synchronize(device)
         best = min(best, (time.perf_counter() - start) / 10)
     return {"n": n, "dtype": "float16", "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}
+
+
+def _cpu_bf16_matmul_peak(n: int, repeats: int) -> dict:
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn((n, n), generator=generator).to(torch.bfloat16)
+    b = torch.randn((n, n), generator=generator).to(torch.bfloat16)
+    a @ b  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return {"n": n, "dtype": "bfloat16", "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}

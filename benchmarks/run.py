@@ -16,7 +16,9 @@ images, so neither SimpleITK nor cc3d is needed (a GPU host may have neither); r
 the pipelined run are then not measured. Every pipeline's masks
 are compared with ours (Dice >= 0.995, else the comparison is void and says so). FLOPs of the
 slices and windows each pipeline actually ran are counted from the networks; the machine's
-float32 matmul peak is measured in the same run.
+matmul peak is measured in the same run in each precision a pipeline ran (float32; bfloat16
+where ``ours-openvino`` may run it), and each network stage is set against the peak of the
+precision it ran in.
 
 Writes ``<device>-<date>.json``, ``.md`` and ``.png`` into ``--out`` (default
 ``benchmarks/results``). ``--quick``: lite, tiny, 2 studies (CI checks the report's fields).
@@ -145,8 +147,9 @@ def paper_weights(work: Path, sample) -> Path:
     return out
 
 
-def engine_dir(work: Path, weights: Path, preset_name: str) -> Path:
-    """fp32 ONNX graphs and torch programs of ``weights`` (parity-checked), exported once."""
+def engine_dir(work: Path, weights: Path, preset_name: str, gate_studies: int = 0) -> Path:
+    """fp32 ONNX graphs, their OpenVINO IR (with the bf16 gate on ``gate_studies`` studies) and
+    torch programs of ``weights`` (parity-checked), exported once."""
     from l2s_export.checks import check_weights_dirs
     from l2s_export.pipeline import export_programs
 
@@ -154,10 +157,11 @@ def engine_dir(work: Path, weights: Path, preset_name: str) -> Path:
 
     out = work / f"engine-{preset_name}-{weights.name}"
     stamp = out / "weights.sha256"  # the weights it was exported from: retrained weights re-export
-    current = "\n".join(f"{sha256_of(f)} {f.name}" for f in sorted(weights.glob("*.safetensors")))
+    current = "\n".join([*(f"{sha256_of(f)} {f.name}" for f in sorted(weights.glob("*.safetensors"))),
+                         f"bf16 gate studies {gate_studies}"])
     if not stamp.exists() or stamp.read_text() != current:  # written only after a whole export
         shutil.rmtree(out, ignore_errors=True)
-        export_programs([weights], check_weights_dirs([weights]), out, onnx_fp32=True)
+        export_programs([weights], check_weights_dirs([weights]), out, onnx_fp32=True, gate_studies=gate_studies)
         stamp.write_text(current)
     return out
 
@@ -173,8 +177,10 @@ def make_pipeline(name: str, engine: Path, weights: Path, threads: int, device: 
         backend, _, variant = name[5:].partition("-")
         gpu = device.startswith("cuda") and backend != "onnxruntime"
         reference = variant == ALL_SLICES  # every slice and window, the whole cue
+        # openvino: bf16 per network where the CPU has it and the export's gate passed
+        precision = "fp16" if gpu else "auto" if backend == "openvino" else "fp32"
         options = InferOptions(backend=backend, threads=threads, skip_air=not reference, full_cue=reference,
-                               device=device if gpu else None, precision="fp16" if gpu else "fp32")
+                               device=device if gpu else None, precision=precision)
         engine_obj = open_engine(engine, options, keep_maps=False)
         engine_obj.__enter__()
 
@@ -327,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     from flops import matmul_peak
     from report import machine, summarise, write_report
 
+    from l2s_engine.cpuinfo import bf16_isa, this_cpu
+
     start = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"benchmark: {args.preset} preset, {args.scans} {args.size} studies, ours {args.backends}, "
@@ -338,9 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         from l2s_engine.phantoms import make_phantom
 
         weights = paper_weights(args.work, make_phantom(0, seed=SEED, size=args.size))
-    engine = engine_dir(args.work, weights, args.preset)
+    engine = engine_dir(args.work, weights, args.preset, gate_studies=1 if "openvino" in args.backends else 0)
     peak = matmul_peak(device=args.device)
-    print(f"matmul peak: {peak['gflops']:.1f} GFLOP/s ({peak['dtype']} {peak['n']}^3 on {args.device})", flush=True)
+    peaks = {"fp16" if args.device.startswith("cuda") else "fp32": peak}
+    if "openvino" in args.backends and bf16_isa(this_cpu()[1]) != "none":  # the precision it may run
+        peaks["bf16"] = matmul_peak(precision="bf16")
+    for name, p in peaks.items():
+        print(f"matmul peak {name}: {p['gflops']:.1f} GFLOP/s ({p['dtype']} {p['n']}^3 on {args.device})", flush=True)
     flops = item_flops(weights)
     # the reference of the mask check runs every slice and window, as the peers do: masks must
     # match it; ours (air skipped) may differ from it only on slices without any body
@@ -356,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": datetime.date.today().isoformat(), "machine": machine(), "args": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in
         ("worker", "engine", "weights", "studies", "result")}, "weights": str(weights), "engine": str(engine),
-        "matmul_peak": peak, "flops_per_item": flops, "reference": reference, "void_below_dice": VOID_DICE}
-    report["pipelines"] = summarise(runs, flops, peak, reference)
+        "matmul_peak": peak, "matmul_peaks": peaks, "flops_per_item": flops, "reference": reference,
+        "void_below_dice": VOID_DICE}
+    report["pipelines"] = summarise(runs, flops, peaks, reference)
     report["seconds"] = round(time.perf_counter() - start, 1)
     paths = write_report(report, args.out)
     print(Path(paths["md"]).read_text())

@@ -1,8 +1,9 @@
 """l2s-export: weights directory (or several, one per fold) -> engine directory.
 
 Steps: ONNX fp32 graphs (parity with PyTorch checked, <= 1e-4 in probability), their fp16
-twins (accuracy measured on the CPU with ONNX Runtime), TensorRT plans where TensorRT and a
-GPU are present, and manifest.json with every file's sha256.
+twins (accuracy measured on the CPU with ONNX Runtime), OpenVINO IR of the fp32 graphs (parity
+checked; the bf16 fidelity gate of each network measured where this CPU has bf16 units),
+TensorRT plans where TensorRT and a GPU are present, and manifest.json with every file's sha256.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """l2s-demo: phantom studies -> the committed demo weights -> export -> inference -> metrics.
 
 The whole product on the CPU in a few minutes: it writes small synthetic whole-body studies,
-exports ``weights/demo`` to ONNX (fp32 + fp16, parity checked), runs ``l2s-infer`` with ONNX
-Runtime and prints metrics, stage timings and where the QC pictures are. It lives in
+exports ``weights/demo`` to ONNX (fp32 + fp16) and OpenVINO IR (parity checked, bf16 gate), runs
+``l2s-infer`` (``--backend auto``: OpenVINO on the CPU) and prints metrics, stage timings and where the QC pictures are. It lives in
 l2s_export because it exports (torch); l2s_engine itself never imports torch.
 """
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("demo"), help="working folder (default demo/)")
     parser.add_argument("--weights", type=Path, default=DEMO_WEIGHTS, help=f"weights directory (default {DEMO_WEIGHTS})")
     parser.add_argument("-n", "--studies", type=int, default=4, help="phantom studies (default 4; half have lesions)")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
+    parser.add_argument("--threads", type=int, help="inference threads (default: one per core)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")  # exporter internals, not the user's
@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except L2SError as exc:
         print(f"l2s-demo: {exc}", file=sys.stderr)
         return 2
-    print(f"[2/3] exported {args.weights} ({spec.preset} preset) -> {engines}: ONNX fp32 + fp16, parity checked "
+    print(f"[2/3] exported {args.weights} ({spec.preset} preset) -> {engines}: ONNX fp32 + fp16 and OpenVINO IR, parity checked "
           f"({time.perf_counter() - step:.1f} s)")
-    print("[3/3] l2s-infer (ONNX Runtime, CPU):")
+    print("[3/3] l2s-infer (--backend auto: the fastest backend this machine runs):")
     infer_args = ["--engine", str(engines), str(studies), "-o", str(predictions), "--qc", "--overwrite"]
     if args.threads:
         infer_args += ["--threads", str(args.threads)]

@@ -2,9 +2,10 @@
 
 The IR (``.xml`` + ``.bin``) holds fp32 weights; the compute precision is OpenVINO's
 ``INFERENCE_PRECISION_HINT``, always set explicitly (on a bf16 CPU OpenVINO's own default is
-bf16). Compiled models go to OpenVINO's model cache in a folder keyed by the OpenVINO version
-and the CPU (``cache_dir``), outside the engine directory, so the second run on a machine
-loads instead of compiling.
+bf16). Compiled models (OpenVINO's ``export_model``/``import_model``) are kept in a folder per
+OpenVINO version and CPU kind (``cache_dir``), outside the engine directory, so the second run
+on a machine loads instead of compiling; each entry is hash-checked before use
+(``blob_cache``: OpenVINO's own ``CACHE_DIR`` ran a damaged blob silently).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..blob_cache import BlobCache, entry_key
 from ..cpuinfo import NO_BF16, bf16_isa, cpu_key, this_cpu
 from ..manifest import Manifest, ModelFile
 from ..precision import choose, parse_precision
@@ -27,6 +29,7 @@ from .base import Backend, import_or_explain
 log = logging.getLogger("l2s_engine")
 INSTALL = "pip install 'l2s-engine[openvino]' (or pip install openvino)"
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+_CACHE_WARNED: set[Path] = set()
 
 
 def _openvino():
@@ -105,23 +108,25 @@ class OpenVinoBackend(Backend):
         config = {"INFERENCE_PRECISION_HINT": OV_PRECISION[self.choice.precision], "PERFORMANCE_HINT": "LATENCY"}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        folder = cache_dir(self.cache, version())
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            before = len(list(folder.glob("*.blob")))
-            config["CACHE_DIR"] = str(folder)
-        except OSError as exc:
-            before = None
-            log.warning("OpenVINO model cache off: cannot create %s (%s); every run compiles again (set "
-                        "L2S_CACHE_DIR or --cache-dir to a writable folder)", folder, exc.strerror)
+        cache = BlobCache(cache_dir(self.cache, version()))
+        key = entry_key(*(sha for _, sha in self.model.hashed_files()), self.choice.precision, version(), cpu_key(),
+                        str(self.threads))
         start = time.perf_counter()
-        self.compiled = _core().compile_model(str(self.path), "CPU", config)
-        self.compile_seconds = time.perf_counter() - start
-        if before is None:
-            self.cache_state = f"off ({folder} not writable)"
+        blob = cache.load(key) if cache.usable else None
+        if blob is not None:
+            self.compiled = _core().import_model(blob, "CPU", config)
+            self.cache_state = f"loaded from {cache.path(key)}"
         else:
-            grown = len(list(folder.glob("*.blob"))) > before
-            self.cache_state = f"{'compiled into' if grown else 'loaded from'} {folder}"
+            self.compiled = _core().compile_model(str(self.path), "CPU", config)
+            if cache.usable and cache.store(key, _payload(self.compiled.export_model())):
+                self.cache_state = f"compiled into {cache.path(key)}"
+            else:
+                self.cache_state = f"off ({cache.problem})"
+                if cache.folder not in _CACHE_WARNED:  # once per folder, not once per network
+                    _CACHE_WARNED.add(cache.folder)
+                    log.warning("OpenVINO model cache off: %s; every run compiles again (set L2S_CACHE_DIR or "
+                                "--cache-dir to a writable folder)", cache.problem)
+        self.compile_seconds = time.perf_counter() - start
         self.request = self.compiled.create_infer_request()
 
     def _deactivate(self) -> None:
@@ -136,3 +141,8 @@ class OpenVinoBackend(Backend):
     @staticmethod
     def version() -> str:
         return version()
+
+
+def _payload(exported) -> bytes:
+    """``export_model``'s result as bytes (documented as bytes; 2026.4 returns a BytesIO)."""
+    return exported.getvalue() if hasattr(exported, "getvalue") else bytes(exported)

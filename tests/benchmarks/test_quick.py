@@ -21,13 +21,22 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path):
     # pipeline does a small study's work (577 s here with other test runs sharing the 2 cores)
     out = tmp_path / "results"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out),
-                           "--work", str(tmp_path / "work")], capture_output=True, text=True, timeout=1800)
+                           "--work", str(tmp_path / "work"), "--backends", "onnxruntime,openvino"],
+                          capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (report_path,) = out.glob("*.json")
     report = json.loads(report_path.read_text())
     assert report_path.with_suffix(".md").is_file() and report_path.with_suffix(".png").stat().st_size > 1000
-    assert set(report["pipelines"]) == {"ours-onnxruntime-all-slices", "ours-onnxruntime", "monai", "nnunet-style"}
+    assert set(report["pipelines"]) == {"ours-onnxruntime-all-slices", "ours-onnxruntime", "ours-openvino", "monai",
+                                        "nnunet-style"}
     assert report["matmul_peak"]["gflops"] > 0 and report["machine"]["cores"] >= 1
+    peaks = report["matmul_peaks"]
+    # a bf16 peak is measured exactly where the CPU has bf16 units (the precision openvino may run)
+    assert ("bf16" in peaks) == (report["machine"]["bf16_unit"] != "none") and peaks["fp32"] == report["matmul_peak"]
+    ov_networks = report["pipelines"]["ours-openvino"]["backend"]["networks"]
+    for stage, role in (("2d", "loc2d"), ("3d", "seg3d")):
+        assert report["pipelines"]["ours-openvino"]["precision"][stage] == ov_networks[role][0]["precision"]
+        assert report["pipelines"]["monai"]["precision"][stage] == "fp32"
     for name, p in report["pipelines"].items():
         assert set(p["stage_seconds"]) == {"read", "preprocess", "resample", "2d", "3d", "fusion", "write"}
         # the demo weights were trained at the `small` spacing: every pipeline resamples the tiny studies
@@ -40,7 +49,9 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path):
         expected = p["slices_run_mean"] * report["flops_per_item"]["2d_per_slice"] / 1e9
         assert p["gflop_2d"] == pytest.approx(expected)
         outside = p["end_to_end_mean"] - p["stage_seconds"]["2d"] - p["stage_seconds"]["3d"]
-        floor = (p["gflop_2d"] + p["gflop_3d"]) / report["matmul_peak"]["gflops"] + outside
+        # each stage's FLOPs at the peak of the precision it ran in
+        floor = (p["gflop_2d"] / peaks[p["precision"]["2d"]]["gflops"]
+                 + p["gflop_3d"] / peaks[p["precision"]["3d"]]["gflops"] + outside)
         assert p["floor_seconds"] == pytest.approx(floor)
     ours, monai = report["pipelines"]["ours-onnxruntime"], report["pipelines"]["monai"]
     assert ours["studies_per_minute_pipelined"] > 0 and ours["pipelined_failed"] == 0

@@ -29,10 +29,14 @@ def engine_dir(demo_engine):
 def test_manifest_hashes_match_the_files(engine_dir):
     data = json.loads((engine_dir / "manifest.json").read_text())
     names = sorted(f["path"] for f in data["files"])
-    assert names == ["loc2d.onnx", "loc2d.pt2", "loc2d_fp16.onnx", "seg3d.onnx", "seg3d.pt2", "seg3d_fp16.onnx"]
+    assert names == ["loc2d.onnx", "loc2d.pt2", "loc2d.xml", "loc2d_fp16.onnx", "seg3d.onnx", "seg3d.pt2", "seg3d.xml",
+                     "seg3d_fp16.onnx"]
     for entry in data["files"]:
         assert hashlib.sha256((engine_dir / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
-        if entry["precision"] == "fp32":  # the fp32 ONNX graph and the torch program
+        for name, sha in entry.get("companions", []):  # the IR's weights
+            assert entry["format"] == "openvino" and name == entry["path"].replace(".xml", ".bin")
+            assert hashlib.sha256((engine_dir / name).read_bytes()).hexdigest() == sha
+        if entry["precision"] == "fp32":  # the fp32 ONNX graph, its IR and the torch program
             assert entry["extra"]["max_abs_prob_diff_vs_torch_fp32"] <= PARITY_LIMIT
     manifest = read_manifest(engine_dir)
     assert manifest.spec.loc2d == preset("lite").loc2d and manifest.spec.seg3d == preset("lite").seg3d

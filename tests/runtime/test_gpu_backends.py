@@ -105,3 +105,17 @@ def test_auto_without_a_gpu_runs_onnxruntime_on_the_cpu_and_lists_the_reasons():
     assert no_programs.backend == "onnxruntime" and "no .pt2 programs" in no_programs.reason
     no_plans = choose(manifest(PT2, ONNX), GPU_MACHINE)
     assert no_plans.backend == "torch" and "no TensorRT plans" in no_plans.reason
+
+
+def test_auto_on_a_cpu_prefers_openvino_where_installed_and_exported():
+    import dataclasses
+
+    ir = dataclasses.replace(ONNX, format="openvino", path="seg3d.xml")
+    no_gpu = dict(gpu="no CUDA GPU", tensorrt="not installed", torch_cuda="not checked: no GPU")
+    choice = choose(manifest(ONNX, ir), Probe(**no_gpu, openvino=None))
+    assert (choice.backend, choice.device, choice.precision) == ("openvino", "cpu", "auto")
+    not_installed = choose(manifest(ONNX, ir), Probe(**no_gpu, openvino="the openvino package is not installed"))
+    assert not_installed.backend == "onnxruntime" and "openvino: the openvino package is not installed" in not_installed.reason
+    no_ir = choose(manifest(ONNX), Probe(**no_gpu, openvino=None))
+    assert no_ir.backend == "onnxruntime" and "no OpenVINO IR" in no_ir.reason
+    assert choose(manifest(plan_file(), ONNX, ir), dataclasses.replace(GPU_MACHINE, openvino=None)).backend == "tensorrt"

@@ -214,3 +214,40 @@ def test_ir_export_without_the_alternating_reductions_is_less_accurate(tmp_path)
         compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         errors[name] = float(np.abs(_sigmoid(compiled({0: x})[0]) - ref).max())
     assert errors["alternating"] <= FP32_TOLERANCE < errors["merged"], errors
+
+
+def test_an_unwritable_cache_is_said_once_and_the_run_compiles_without_it(demo_engine, tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    with Engine(demo_engine, InferOptions(backend="openvino", precision="fp32", cache_dir=blocker)) as engine:
+        states = [n["cache"] for runs in engine.networks().values() for n in runs]
+        phantom = make_phantom(1, seed=1000, size="small")
+        assert engine.segment(phantom.pet, phantom.ct, phantom.geometry).mask.shape == phantom.pet.shape
+    assert all(s.startswith("off (") for s in states)
+    assert caplog.text.count("OpenVINO model cache off") == 1 and str(blocker) in caplog.text
+
+
+def test_a_damaged_cached_model_is_rebuilt_not_run(demo_engine, tmp_path):
+    """OpenVINO's own cache ran such a blob silently (logits off by up to 0.48)."""
+    spec, _ = read_config(DEMO)
+    x = parity_batches("seg3d", spec)[1]
+    manifest = read_manifest(demo_engine)
+    (entry,) = manifest.select("seg3d", "openvino", "fp32")
+
+    def run():
+        with backend_class("openvino")(manifest.path(entry), entry, precision="fp32", cache=tmp_path) as net:
+            return net.infer({"windows": x})["logits"], net.describe()["cache"]
+
+    fresh, state = run()
+    assert state.startswith("compiled into")
+    (blob,) = ovb.cache_dir(tmp_path, ovb.version()).glob("*.blob")
+    data = bytearray(blob.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = bytes(4096)
+    blob.write_bytes(bytes(data))
+    again, state = run()
+    assert state.startswith("compiled into")  # found damaged, removed, compiled and stored again
+    np.testing.assert_array_equal(again, fresh)
+    loaded, state = run()
+    assert state.startswith("loaded from")
+    np.testing.assert_array_equal(loaded, fresh)
