@@ -112,22 +112,38 @@ class OpenVinoBackend(Backend):
         key = entry_key(*(sha for _, sha in self.model.hashed_files()), self.choice.precision, version(), cpu_key(),
                         str(self.threads))
         start = time.perf_counter()
-        blob = cache.load(key) if cache.usable else None
-        if blob is not None:
-            self.compiled = _core().import_model(blob, "CPU", config)
-            self.cache_state = f"loaded from {cache.path(key)}"
-        else:
-            self.compiled = _core().compile_model(str(self.path), "CPU", config)
-            if cache.usable and cache.store(key, _payload(self.compiled.export_model())):
-                self.cache_state = f"compiled into {cache.path(key)}"
-            else:
-                self.cache_state = f"off ({cache.problem})"
-                if cache.folder not in _CACHE_WARNED:  # once per folder, not once per network
-                    _CACHE_WARNED.add(cache.folder)
-                    log.warning("OpenVINO model cache off: %s; every run compiles again (set L2S_CACHE_DIR or "
-                                "--cache-dir to a writable folder)", cache.problem)
+        compiled = self._load(cache, key, config)
+        self.compiled = compiled if compiled is not None else self._compile(cache, key, config)
         self.compile_seconds = time.perf_counter() - start
         self.request = self.compiled.create_infer_request()
+
+    def _load(self, cache: BlobCache, key: str, config: dict):
+        """The compiled model from the cache, or None (absent, damaged, or refused: removed)."""
+        blob = cache.load(key) if cache.usable else None
+        if blob is None:
+            return None
+        try:
+            compiled = _core().import_model(blob, "CPU", config)
+        except RuntimeError as exc:  # intact but refused (another build of this version): rebuild it
+            log.warning("%s: OpenVINO refused the cached model (%s); compiling again", cache.path(key),
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            cache.path(key).unlink(missing_ok=True)
+            return None
+        self.cache_state = f"loaded from {cache.path(key)}"
+        return compiled
+
+    def _compile(self, cache: BlobCache, key: str, config: dict):
+        """Compile the IR and store the result in the cache (said once per folder where it cannot)."""
+        compiled = _core().compile_model(str(self.path), "CPU", config)
+        if cache.usable and cache.store(key, _payload(compiled.export_model())):
+            self.cache_state = f"compiled into {cache.path(key)}"
+            return compiled
+        self.cache_state = f"off ({cache.problem})"
+        if cache.folder not in _CACHE_WARNED:  # once per folder, not once per network
+            _CACHE_WARNED.add(cache.folder)
+            log.warning("OpenVINO model cache off: %s; every run compiles again (set L2S_CACHE_DIR or --cache-dir "
+                        "to a writable folder)", cache.problem)
+        return compiled
 
     def _deactivate(self) -> None:
         self.request = self.compiled = None
