@@ -57,13 +57,22 @@ def matmul_peak(n: int = 4096, repeats: int = 3, device: str = "cpu", precision:
         return _cpu_bf16_matmul_peak(n, repeats)
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
-    a @ b  # warm-up
+    return _rate(n, "float32", _best_seconds(lambda: a @ b, repeats))
+
+
+def _best_seconds(step, repeats: int) -> float:
+    """The shortest of ``repeats`` timed calls of ``step``, after one untimed warm-up call."""
+    step()
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        a @ b
+        step()
         best = min(best, time.perf_counter() - start)
-    return {"n": n, "dtype": "float32", "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}
+    return best
+
+
+def _rate(n: int, dtype: str, seconds: float) -> dict:
+    return {"n": n, "dtype": dtype, "seconds": seconds, "gflops": 2.0 * n ** 3 / seconds / 1e9}
 
 
 def _cuda_matmul_peak(device: str, n: int, repeats: int) -> dict:
@@ -89,10 +98,4 @@ def _cpu_bf16_matmul_peak(n: int, repeats: int) -> dict:
     generator = torch.Generator().manual_seed(0)
     a = torch.randn((n, n), generator=generator).to(torch.bfloat16)
     b = torch.randn((n, n), generator=generator).to(torch.bfloat16)
-    a @ b  # warm-up
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return {"n": n, "dtype": "bfloat16", "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}
+    return _rate(n, "bfloat16", _best_seconds(lambda: a @ b, repeats))

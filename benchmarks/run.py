@@ -58,7 +58,9 @@ def parse_args(argv):
     p.add_argument("--preset", choices=("paper", "lite"), default="paper")
     p.add_argument("--size", choices=("tiny", "small", "full"), default="small")
     p.add_argument("--scans", type=int, default=3, help="studies to time (default 3)")
-    p.add_argument("--backends", default="onnxruntime", help="our backends, comma-separated (default onnxruntime)")
+    p.add_argument("--backends", default="onnxruntime",
+                   help="our backends, comma-separated (default onnxruntime); openvino runs --precision auto, "
+                        "openvino-bf16 / openvino-fp32 force that precision")
     p.add_argument("--peers", default="monai,nnunet-style", help="peer pipelines, comma-separated ('' for none)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of every pipeline (default: all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where ours (torch fp16 + CuPy GPU pipeline; "
@@ -177,8 +179,10 @@ def make_pipeline(name: str, engine: Path, weights: Path, threads: int, device: 
         backend, _, variant = name[5:].partition("-")
         gpu = device.startswith("cuda") and backend != "onnxruntime"
         reference = variant == ALL_SLICES  # every slice and window, the whole cue
-        # openvino: bf16 per network where the CPU has it and the export's gate passed
-        precision = "fp16" if gpu else "auto" if backend == "openvino" else "fp32"
+        # openvino: bf16 per network where the CPU has it and the export's gate passed ("auto");
+        # "openvino-bf16" forces bf16 whatever the gate said (its speed, and its mask check)
+        forced = variant if variant in ("fp32", "bf16") else None
+        precision = "fp16" if gpu else forced or ("auto" if backend == "openvino" else "fp32")
         options = InferOptions(backend=backend, threads=threads, skip_air=not reference, full_cue=reference,
                                device=device if gpu else None, precision=precision)
         engine_obj = open_engine(engine, options, keep_maps=False)
@@ -346,10 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         from l2s_engine.phantoms import make_phantom
 
         weights = paper_weights(args.work, make_phantom(0, seed=SEED, size=args.size))
-    engine = engine_dir(args.work, weights, args.preset, gate_studies=1 if "openvino" in args.backends else 0)
+    openvino = any(b.startswith("openvino") for b in args.backends)
+    engine = engine_dir(args.work, weights, args.preset, gate_studies=1 if openvino else 0)
     peak = matmul_peak(device=args.device)
     peaks = {"fp16" if args.device.startswith("cuda") else "fp32": peak}
-    if "openvino" in args.backends and bf16_isa(this_cpu()[1]) != "none":  # the precision it may run
+    if openvino and bf16_isa(this_cpu()[1]) != "none":  # the precision it may run
         peaks["bf16"] = matmul_peak(precision="bf16")
     for name, p in peaks.items():
         print(f"matmul peak {name}: {p['gflops']:.1f} GFLOP/s ({p['dtype']} {p['n']}^3 on {args.device})", flush=True)

@@ -264,7 +264,9 @@ def _precision_words(info: dict) -> str:
         return info["precision"]
     ran = ", ".join(f"{role} {'/'.join(sorted({n['precision'] for n in runs}))}" for role, runs in nets.items())
     compile_s = sum(n.get("compile_seconds") or 0.0 for runs in nets.values() for n in runs)
-    return f"{ran}; CPU bf16: {info.get('cpu_bf16', '?')}; compiled in {compile_s:.1f} s"
+    loaded = all(str(n.get("cache", "")).startswith("loaded") for runs in nets.values() for n in runs)
+    return (f"{ran}; CPU bf16: {info.get('cpu_bf16', '?')}; models {'loaded from the cache' if loaded else 'compiled'}"
+            f" in {compile_s:.1f} s")
 
 
 def _gpu_words(info: dict) -> str:

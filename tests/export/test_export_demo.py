@@ -65,17 +65,18 @@ def test_torch_program_runs_any_batch_without_the_training_code(engine_dir):
             assert np.isfinite(y.numpy()).all()
 
 
-def test_a_tampered_file_is_refused_by_name(engine_dir, tmp_path):
+@pytest.mark.parametrize("name", ["seg3d_fp16.onnx", "seg3d.bin"])  # a model file; an IR's weights (a companion)
+def test_a_tampered_file_is_refused_by_name(engine_dir, tmp_path, name):
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(engine_dir, copy)
-    with open(copy / "seg3d_fp16.onnx", "r+b") as f:
+    with open(copy / name, "r+b") as f:
         f.seek(100)
         byte = f.read(1)
         f.seek(100)
         f.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(ManifestError, match="seg3d_fp16.onnx"):
+    with pytest.raises(ManifestError, match=rf"{name.replace('.', '[.]')}: contents differ"):
         read_manifest(copy)
 
 

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from l2s_engine.backends import MissingDependencyError, backend_class  # noqa: E402
 from l2s_engine.backends import openvino as ovb  # noqa: E402
 from l2s_engine.cli import infer_main  # noqa: E402
-from l2s_engine.manifest import ManifestError, read_manifest  # noqa: E402
+from l2s_engine.manifest import read_manifest  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
 from l2s_engine.phantoms.files import write_study  # noqa: E402
 from l2s_engine.pipeline import Engine, InferOptions  # noqa: E402
@@ -81,20 +81,6 @@ def test_manifest_lists_the_ir_and_its_weights_with_hashes_and_the_gate(demo_eng
         if gate["measured"]:
             assert all(0.0 <= r["dice"] <= 1.0 for r in gate["studies"])
             assert gate["passed"] == (gate["min_dice"] >= GATE_DICE and any(r["voxels_fp32"] for r in gate["studies"]))
-
-
-def test_an_altered_ir_weights_file_is_refused_by_name(demo_engine, tmp_path):
-    import shutil
-
-    copy_dir = tmp_path / "engine"
-    shutil.copytree(demo_engine, copy_dir)
-    with open(copy_dir / "seg3d.bin", "r+b") as f:
-        f.seek(100)
-        byte = f.read(1)
-        f.seek(100)
-        f.write(bytes([byte[0] ^ 1]))
-    with pytest.raises(ManifestError, match=r"seg3d\.bin: contents differ"):
-        read_manifest(copy_dir)
 
 
 def test_bf16_masks_stay_within_the_gate_on_the_demo_studies(demo_engine):
@@ -177,7 +163,8 @@ def test_cli_default_picks_openvino_and_reports_what_each_network_ran(demo_engin
     out = tmp_path / "out"
     assert infer_main(["--engine", str(demo_engine), str(tmp_path / "in"), "-o", str(out), "-q"]) == 0
     printed = capsys.readouterr().out
-    assert "backend auto: openvino on cpu" in printed and "compiled in" in printed
+    assert "backend auto: openvino on cpu" in printed and ("models compiled in" in printed
+                                                           or "models loaded from the cache in" in printed)
     backend = json.loads((out / "report.json").read_text())["backend"]
     assert backend["name"] == "openvino" and backend["cpu_bf16"] == ovb.machine_bf16()
     for role in ("loc2d", "seg3d"):
