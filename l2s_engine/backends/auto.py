@@ -58,7 +58,8 @@ def choose(manifest: Manifest, probe: Probe) -> Choice:
     passed.append(f"torch: {why_not_torch}")
     why_not_openvino = probe.openvino
     if why_not_openvino is None and not any(f.format == "openvino" for f in manifest.files):
-        why_not_openvino = "the engine directory has no OpenVINO IR (re-export with openvino installed)"
+        why_not_openvino = ("the engine directory has no OpenVINO IR (exported without openvino, or by an older "
+                            "l2s-export: re-export it to get the IR)")
     if why_not_openvino is None:  # faster than onnxruntime in fp32 too (README, "CPU backends")
         return Choice("openvino", "cpu", "auto", "; ".join(passed))
     passed.append(f"openvino: {why_not_openvino}")

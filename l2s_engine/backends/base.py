@@ -117,6 +117,10 @@ class Backend(ABC):
         if not self.active:
             raise BackendError(f"{self.name} backend for {self.path.name} used outside its context (activate it first)")
 
+    def release_memory(self) -> None:
+        """Free working memory the backend keeps between calls (a stage is done); the next call
+        allocates it again. Most backends keep none."""
+
     def infer_device(self, x, stream):
         """Run the model on a device array (CuPy, batch first) on ``stream`` (a CuPy stream);
         returns the first output as a float32 device array, valid until the next call on

@@ -145,6 +145,13 @@ class OpenVinoBackend(Backend):
                         "to a writable folder)", cache.problem)
         return compiled
 
+    def release_memory(self) -> None:
+        # The compiled model keeps its intermediate buffers (the paper 3D net at batch 2: 2.4 GB
+        # in fp32) until released; held by both networks they added up to 4.3 GB in a study
+        # (--low-memory releases them after each stage: 3.0 GB, 6% slower).
+        if self.compiled is not None:
+            self.compiled.release_memory()
+
     def _deactivate(self) -> None:
         self.request = self.compiled = None
 

@@ -238,3 +238,28 @@ def test_a_damaged_cached_model_is_rebuilt_not_run(demo_engine, tmp_path):
     loaded, state = run()
     assert state.startswith("loaded from")
     np.testing.assert_array_equal(loaded, fresh)
+
+
+def test_released_working_memory_comes_back_for_the_next_call(demo_engine):
+    spec, _ = read_config(DEMO)
+    x = parity_batches("seg3d", spec)[1]
+    manifest = read_manifest(demo_engine)
+    (entry,) = manifest.select("seg3d", "openvino", "fp32")
+    with backend_class("openvino")(manifest.path(entry), entry, precision="fp32") as net:
+        first = net.infer({"windows": x})["logits"]
+        net.release_memory()  # what the pipeline does after each stage
+        np.testing.assert_array_equal(net.infer({"windows": x})["logits"], first)
+
+
+def test_low_memory_releases_each_network_after_its_stage_and_keeps_the_mask(demo_engine, monkeypatch):
+    released = []
+    original = ovb.OpenVinoBackend.release_memory
+    monkeypatch.setattr(ovb.OpenVinoBackend, "release_memory",
+                        lambda self: (released.append(self.model.role), original(self))[1])
+    phantom = make_phantom(0, seed=1000, size="small")
+    masks = {}
+    for low in (False, True):
+        with Engine(demo_engine, InferOptions(backend="openvino", precision="fp32", low_memory=low)) as engine:
+            masks[low] = engine.segment(phantom.pet, phantom.ct, phantom.geometry).mask
+        assert released == ([] if not low else ["seg3d", "loc2d"])  # on-demand cue: 3D first
+    np.testing.assert_array_equal(masks[True], masks[False])
