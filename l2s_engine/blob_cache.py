@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 
 from .errors import OutputError
-from .files import write_bytes_atomic
+from .files import remove_stale_partials, write_bytes_atomic
 
 log = logging.getLogger("l2s_engine")
 MAGIC = b"L2S-COMPILED-1\n"
 HASH_LEN = 64
+STALE_SECONDS = 3600
 
 
 def entry_key(*parts: str) -> str:
@@ -41,6 +43,10 @@ class BlobCache:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             self.problem = f"cannot create {self.folder} ({exc.strerror or exc})"
+            return
+        # a writer killed mid-store leaves its temporary file; another process may be writing
+        # one now, so only those an hour old go
+        remove_stale_partials([self.folder], older_than=time.time() - STALE_SECONDS)
 
     @property
     def usable(self) -> bool:
@@ -66,12 +72,11 @@ class BlobCache:
         return payload
 
     def store(self, key: str, payload: bytes) -> bool:
-        """Store ``payload`` under ``key`` atomically; False (said once) where it cannot be written."""
+        """Store ``payload`` under ``key`` atomically; False where it cannot be written (why: ``problem``)."""
         data = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
         try:
             write_bytes_atomic(self.path(key), data)
         except OutputError as exc:
             self.problem = str(exc)
-            log.warning("compiled model not cached: %s", exc)
             return False
         return True

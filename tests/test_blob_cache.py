@@ -37,3 +37,16 @@ def test_a_folder_that_cannot_be_made_turns_the_cache_off(tmp_path):
     blocker.write_text("x")
     cache = BlobCache(blocker / "sub")
     assert not cache.usable and "cannot create" in cache.problem
+
+
+def test_temporary_files_of_a_killed_writer_go_once_an_hour_old(tmp_path):
+    import os
+    import time
+
+    old, fresh = tmp_path / ".k.blob.abc.partial", tmp_path / ".j.blob.def.partial"
+    for path in (old, fresh):
+        path.write_bytes(b"half")
+    hour_ago = time.time() - 3700
+    os.utime(old, (hour_ago, hour_ago))
+    BlobCache(tmp_path)
+    assert not old.exists() and fresh.exists()  # a writer busy now keeps its file
