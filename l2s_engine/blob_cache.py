@@ -33,7 +33,7 @@ class BlobCache:
     """Verified compiled models in ``folder``.
 
     Args:
-        folder: created on first store; an unusable folder turns the cache off (``usable``).
+        folder: created here; one that cannot be created turns the cache off (``usable``).
     """
 
     def __init__(self, folder: Path):
