@@ -165,9 +165,8 @@ class Engine:
     def networks(self) -> dict:
         """Per network, what ran: the precision of each fold's model and why, where the backend
         chooses it (openvino: fp32 or bf16 per network), and its compile time and cache."""
-        return {role: [n.describe() if hasattr(n, "describe") else
-                       {"file": n.path.name, "precision": parse_precision(self.options.precision)[role]}
-                       for n in nets] for role, nets in self.nets.items()}
+        asked = parse_precision(self.options.precision)
+        return {role: [{"precision": asked[role], **n.describe()} for n in nets] for role, nets in self.nets.items()}
 
     def __enter__(self) -> Engine:
         for nets in self.nets.values():

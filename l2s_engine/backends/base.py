@@ -117,6 +117,10 @@ class Backend(ABC):
         if not self.active:
             raise BackendError(f"{self.name} backend for {self.path.name} used outside its context (activate it first)")
 
+    def describe(self) -> dict:
+        """What this model file ran as, for the report (backends that choose more say more)."""
+        return {"file": self.path.name}
+
     def release_memory(self) -> None:
         """Free working memory the backend keeps between calls (a stage is done); the next call
         allocates it again. Most backends keep none."""
