@@ -17,9 +17,15 @@ from .errors import L2SError
 log = logging.getLogger("l2s_engine")
 
 
+# Libraries that narrate their work at INFO (highdicom: every module it copies into a SEG).
+_CHATTY = ("highdicom", "pydicom")
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def phantoms_main(argv: list[str] | None = None) -> int:
@@ -171,8 +177,9 @@ def infer_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="l2s-infer",
         description="Segment FDG-PET/CT lesions with an engine directory made by l2s-export. Finds the "
-                    "studies below each INPUT (autoPET, grand-challenge or nnU-Net layout), writes one mask "
-                    "per study on its PET grid, and report.json (timings, memory, metrics where a study "
+                    "studies below each INPUT (autoPET, grand-challenge or nnU-Net layout, or DICOM PT + CT series, "
+                    "converted to SUV body weight by the QIBA rules), writes one mask per study on its PET grid "
+                    "(DICOM studies: also a DICOM SEG), and report.json (timings, memory, metrics where a study "
                     "has a label). Exit status 1 when any study failed.")
     parser.add_argument("inputs", type=Path, nargs="*", help="study folders or folders of studies")
     parser.add_argument("--engine", type=Path, required=True, help="engine directory (output of l2s-export)")
@@ -210,7 +217,9 @@ def infer_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cue-threshold", type=float, help="override the manifest's cue threshold (0.5)")
     parser.add_argument("--low-threshold", type=float, help="override the threshold where the cue is set (0.1)")
     parser.add_argument("--high-threshold", type=float, help="override the threshold elsewhere (0.5)")
-    parser.add_argument("--format", choices=sorted(FORMATS), default="nii.gz", help="mask file format (default nii.gz)")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="nii.gz",
+                        help="mask file format (default nii.gz); DICOM studies also get a DICOM SEG <case>_seg.dcm "
+                             "referencing their PT series; dicom-seg: the SEG alone (DICOM studies only)")
     parser.add_argument("--save-probs", action="store_true", help="also write the 3D probabilities and the cue (float32)")
     parser.add_argument("--qc", action="store_true", help="also write a coronal PET MIP with the mask overlaid (PNG)")
     parser.add_argument("--overwrite", action="store_true",
@@ -222,6 +231,11 @@ def infer_main(argv: list[str] | None = None) -> int:
                              f"{BYTES_PER_VOXEL} bytes)")
     parser.add_argument("--pet-channel", default="0000", help="nnU-Net PET channel (default 0000)")
     parser.add_argument("--ct-channel", default="0001", help="nnU-Net CT channel (default 0001)")
+    parser.add_argument("--pet-series", metavar="NUMBER|UID",
+                        help="DICOM: the PT series to use (SeriesNumber or SeriesInstanceUID) where a study has "
+                             "several (default: the one that is attenuation- and decay-corrected)")
+    parser.add_argument("--ct-series", metavar="NUMBER|UID",
+                        help="DICOM: the CT series to use where several share the PT's frame of reference")
     parser.add_argument("--grand-challenge", action="store_true",
                         help="read GC_INPUT/images/{pet,ct}, write GC_OUTPUT/images/automated-petct-lesion-segmentation/<uuid>.mha")
     parser.add_argument("--gc-input", type=Path, default=Path("/input"), help="grand-challenge input (default /input)")
@@ -281,6 +295,7 @@ def _infer(args) -> int:
     import time
 
     from .io import find_studies
+    from .io.dicom_select import SeriesChoice
     from .pipeline import InferOptions, open_engine
     from .errors import OutputError
     from .files import ensure_writable_dir
@@ -305,7 +320,8 @@ def _infer(args) -> int:
     # a bad engine directory is reported before any input is scanned
     engine = open_engine(args.engine, options, keep_maps=args.save_probs)
     hidden: list[Path] = []
-    refs = find_studies(inputs, args.pet_channel, args.ct_channel, hidden)
+    refs = find_studies(inputs, args.pet_channel, args.ct_channel, hidden,
+                        SeriesChoice(args.pet_series, args.ct_series))
     if not refs:
         print(f"l2s-infer: no study found below {', '.join(map(str, inputs))}", file=sys.stderr)
         return 2

@@ -33,9 +33,23 @@ def file_stamp(path: Path) -> dict:
 
 
 def inputs_of(ref: StudyRef) -> dict:
-    """The fingerprints of a study's input files, by role."""
+    """The fingerprints of a study's input files, by role (a DICOM series: one over all its files)."""
+    if ref.is_dicom:
+        return {role: series_stamp(series.files) for role, series in (("pet", ref.pet_series), ("ct", ref.ct_series))}
     return {role: file_stamp(path) for role, path in (("pet", ref.pet), ("ct", ref.ct), ("seg", ref.seg))
             if path is not None}
+
+
+def series_stamp(files) -> dict:
+    """A fingerprint of a series' files: their count and a sha256 over each file's stamp.
+
+    A slice added, removed, replaced or touched changes it, so a mask is never taken for done
+    when its series changed.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(json.dumps(file_stamp(path), sort_keys=True).encode())
+    return {"files": len(files), "sha256": digest.hexdigest()}
 
 
 def run_key(engine) -> dict:

@@ -31,7 +31,8 @@ from .resources import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"nii.gz": ".nii.gz", "mha": ".mha"}
+FORMATS = {"nii.gz": ".nii.gz", "mha": ".mha", "dicom-seg": None}
+SEG_SUFFIX = "_seg.dcm"  # DICOM studies: the DICOM Segmentation beside (or instead of) the mask
 REPORT = "report.json"
 _DONE = object()
 
@@ -42,7 +43,8 @@ class OutputOptions:
 
     Attributes:
         out_dir: masks go to ``out_dir/<case_id><suffix>``; report.json beside them.
-        fmt: "nii.gz" or "mha".
+        fmt: "nii.gz" or "mha" (DICOM studies: a DICOM SEG ``<case_id>_seg.dcm`` too), or
+            "dicom-seg" (DICOM studies only: the SEG alone).
         save_probs: also write the 3D probabilities and the cue (float32) per study.
         qc: also write a coronal PET MIP with the mask overlaid (PNG) per study.
         overwrite: redo studies even when their record says their outputs are done.
@@ -62,11 +64,21 @@ class OutputOptions:
         if self.fmt not in FORMATS:
             raise OutputError(f"output format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
 
-    def paths(self, case_id: str) -> dict[str, Path]:
-        """Every file written for ``case_id`` under these options."""
+    def paths(self, case_id: str, dicom: bool = False) -> dict[str, Path]:
+        """Every file written for ``case_id`` (a DICOM study when ``dicom``) under these options.
+
+        Raises:
+            OutputError: "dicom-seg" alone asked for a study that is not DICOM.
+        """
         suffix = FORMATS[self.fmt]
-        paths = {"mask": self.out_dir / f"{case_id}{suffix}"}
+        if suffix is None and not dicom:
+            raise OutputError(f"{case_id}: --format dicom-seg writes DICOM Segmentations, which need DICOM input; "
+                              "this study is not DICOM: run it with --format nii.gz or mha")
+        paths = {"mask": self.out_dir / f"{case_id}{suffix}"} if suffix is not None else {}
+        if dicom:
+            paths["seg"] = self.out_dir / f"{case_id}{SEG_SUFFIX}"
         if self.save_probs:
+            suffix = suffix or ".nii.gz"
             paths["p3d"] = self.out_dir / "probs" / f"{case_id}_p3d{suffix}"
             paths["cue"] = self.out_dir / "probs" / f"{case_id}_cue{suffix}"
         if self.qc:
@@ -102,6 +114,7 @@ class StudyRecord:
     timings: dict[str, float] = field(default_factory=dict)
     work: dict[str, int] = field(default_factory=dict)
     spacing: dict = field(default_factory=dict)  # native and network spacing, resampling (Segmentation.spacing)
+    inputs: dict = field(default_factory=dict)   # how the inputs were read (DICOM: series, SUV factor)
     mask_voxels: int | None = None
     mask_ml: float | None = None
     peak_rss_mb: float | None = None
@@ -119,6 +132,7 @@ class WriteJob:
     p3d: np.ndarray | None = None
     cue: np.ndarray | None = None
     pet_mip: np.ndarray | None = None
+    dicom_source: list[Path] = field(default_factory=list)  # the PT files in the mask's z order
 
 
 def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, progress: bool = True) -> list[StudyRecord]:
@@ -172,7 +186,7 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
                 record.status, record.error = "failed", f"{type(error).__name__}: {error}"
                 log.error("%s: FAILED: %s", ref.case_id, error)
                 if ref.case_id in unvouched:
-                    _withdraw(outputs, ref.case_id)
+                    _withdraw(outputs, ref)
             record.peak_rss_mb = round(peak_rss_mb(), 1)
             overall.update(1)
     finally:
@@ -203,7 +217,12 @@ def _plan(refs: list[StudyRef], outputs: OutputOptions, run: dict,
     """(the studies to run, the case ids whose existing outputs no record vouches for)."""
     todo, unvouched = [], set()
     for ref in refs:
-        paths = outputs.paths(ref.case_id)
+        try:
+            paths = outputs.paths(ref.case_id, ref.is_dicom)
+        except OutputError as exc:
+            records[ref.case_id].status, records[ref.case_id].error = "failed", f"OutputError: {exc}"
+            log.error("%s: FAILED: %s", ref.case_id, exc)
+            continue
         why = provenance.why_not_done(provenance.read_record(outputs.record_path(ref.case_id)), ref, run, paths)
         if why is None and not outputs.overwrite:
             records[ref.case_id].status = "skipped"
@@ -226,12 +245,14 @@ def _segment(engine: Engine, study, staged, record: StudyRecord, outputs: Output
         record.timings.update(result.timings)
         record.work = result.work
         record.spacing = result.spacing
+        record.inputs = study.info
         record.mask_voxels = int(result.mask.sum())
         record.mask_ml = record.mask_voxels * study.geometry.voxel_volume_ml
         if study.seg is not None:
             record.metrics = asdict(case_metrics(result.mask, study.seg, study.geometry.voxel_volume_ml, study.case_id))
         job = WriteJob(study.ref, study.geometry,
-                       tuple(p for p in (study.ref.pet, study.ref.ct, study.ref.seg) if p is not None), result.mask)
+                       _input_files(study.ref), result.mask,
+                       dicom_source=study.dicom_source)
         if outputs.save_probs:
             job.p3d, job.cue = result.p3d, result.cue
         if outputs.qc:
@@ -242,6 +263,14 @@ def _segment(engine: Engine, study, staged, record: StudyRecord, outputs: Output
     except Exception as exc:  # one study's failure must not stop the others
         log.debug("%s failed", study.case_id, exc_info=True)
         return None, exc
+
+
+def _input_files(ref: StudyRef) -> tuple[Path, ...]:
+    """Every input file of a study: none of them may be overwritten by an output."""
+    files = [p for p in (ref.pet, ref.ct, ref.seg) if p is not None]
+    for series in (ref.pet_series, ref.ct_series):
+        files += list(series.files) if series is not None else []
+    return tuple(files)
 
 
 def _read_all(refs: list[StudyRef], loaded: queue.Queue, slot: threading.Semaphore, stop: threading.Event,
@@ -278,12 +307,12 @@ def _write_all(to_write: queue.Queue, outputs: OutputOptions, records: dict[str,
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
             log.error("%s: FAILED writing outputs: %s", job.ref.case_id, exc)
             # a study is published whole or not at all: no mask without its maps, no old maps
-            _withdraw(outputs, job.ref.case_id)
+            _withdraw(outputs, job.ref)
         record.timings["write"] = time.perf_counter() - start
         del job
 
 
-def _withdraw(outputs: OutputOptions, case_id: str) -> None:
+def _withdraw(outputs: OutputOptions, ref: StudyRef) -> None:
     """Remove the outputs (and record) of a study that failed.
 
     Called when its outputs could not all be written, or when it failed before writing and no
@@ -291,9 +320,10 @@ def _withdraw(outputs: OutputOptions, case_id: str) -> None:
     result (a mask without its maps, a mask of changed inputs, of another engine, or of
     another study that once had this case id).
     """
+    case_id = ref.case_id
     outputs.record_path(case_id).unlink(missing_ok=True)
     removed, kept = [], []
-    for path in outputs.paths(case_id).values():
+    for path in outputs.paths(case_id, ref.is_dicom).values():
         try:
             if path.exists():
                 path.unlink()
@@ -309,8 +339,13 @@ def _withdraw(outputs: OutputOptions, case_id: str) -> None:
 
 def write_outputs(job: WriteJob, outputs: OutputOptions) -> dict[str, Path]:
     """Write the mask (and probabilities, QC picture) of one study; returns the paths."""
-    paths = outputs.paths(job.ref.case_id)
-    write_mask(job.mask, job.geometry, paths["mask"], protected=job.protected)
+    paths = outputs.paths(job.ref.case_id, job.ref.is_dicom)
+    if "mask" in paths:
+        write_mask(job.mask, job.geometry, paths["mask"], protected=job.protected)
+    if "seg" in paths:
+        from .io.dicom_seg import write_dicom_seg
+
+        write_dicom_seg(job.mask, job.dicom_source, paths["seg"], protected=job.protected)
     if outputs.save_probs:
         for key in ("p3d", "cue"):
             paths[key].parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,10 @@ Layouts (image files in any format SimpleITK reads, see ``IMAGE_SUFFIXES``):
 - ``grand-challenge``: a folder holding ``images/pet/<name>.mha`` and ``images/ct/<name>.mha``.
 - ``nnunet``: files ``<case>_<channel>.*`` in one folder (``imagesTr``/``imagesTs``), PET and
   CT channels configurable; ``labelsXx/<case>.*`` beside ``imagesXx`` is the label.
+- ``dicom``: DICOM files (by their ``DICM`` marker, any name) anywhere below an input, grouped
+  into studies by their headers (``dicom_files``, ``dicom_select``).
 
-Discovery only looks at names. A study with a missing or ambiguous file is still returned,
+Discovery looks at names, and at DICOM headers (without pixel data). A study with a missing or ambiguous file is still returned,
 with the fault in ``problem``, so that loading reports it and a many-study run goes on.
 Hidden folders (``.name``, e.g. a NAS's ``.snapshot`` copies) are not searched unless given as
 an input themselves; each one passed over is logged and counted, never dropped silently.
@@ -20,10 +22,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import AmbiguousStudyError, L2SError, MissingImageError, StudyError
+from .dicom_files import DicomReadError, DicomSeries, common_folder, group_series, is_dicom, read_headers
+from .dicom_select import SeriesChoice, pick_studies
 from .images import split_image_name
 
 AUTOPET_NAMES = ("SUV", "CTres", "CT", "SEG", "PET")
@@ -48,6 +52,14 @@ class StudyRef:
     ct: Path | None
     seg: Path | None = None
     problem: StudyError | None = None
+    pet_series: DicomSeries | None = None   # DICOM studies: the chosen series (``pet``/``ct``: a file of each)
+    ct_series: DicomSeries | None = None
+    notes: tuple[str, ...] = ()             # what discovery noticed and worked around
+
+    @property
+    def is_dicom(self) -> bool:
+        """Whether the study was read from DICOM series."""
+        return self.pet_series is not None
 
 
 def sanitize_case_id(raw: str) -> str:
@@ -61,7 +73,8 @@ def sanitize_case_id(raw: str) -> str:
 
 
 def find_studies(paths: list[Path | str], pet_channel: str = "0000",
-                 ct_channel: str = "0001", hidden: list[Path] | None = None) -> list[StudyRef]:
+                 ct_channel: str = "0001", hidden: list[Path] | None = None,
+                 series: SeriesChoice = SeriesChoice()) -> list[StudyRef]:
     """Every study found below ``paths``, in a stable order, with unique safe case ids.
 
     Two studies whose ids clash (``siteA/study`` and ``siteB/study``) get ``study`` and
@@ -72,6 +85,8 @@ def find_studies(paths: list[Path | str], pet_channel: str = "0000",
         pet_channel: nnU-Net channel suffix of the PET image.
         ct_channel: nnU-Net channel suffix of the CT image.
         hidden: if given, the hidden folders passed over are appended to it.
+        series: the PT/CT series to take in DICOM studies (default: chosen by the rules of
+            ``dicom_select``).
 
     Raises:
         InputPathError: a path does not exist, or nothing below it looks like a study.
@@ -90,13 +105,15 @@ def find_studies(paths: list[Path | str], pet_channel: str = "0000",
             found = [r for r in _nnunet_studies(path.parent, pet_channel, ct_channel)
                      if match is not None and r.case_id == match["case"]]
         else:
-            found = []
+            found, dicom = [], []
             for folder in _walk(path, seen_dirs, hidden):
                 found.extend(_studies_in(folder, pet_channel, ct_channel))
+                dicom.extend(_dicom_files(folder))
+            found.extend(_dicom_studies(dicom, series))
         if not found:
             raise InputPathError(
                 f"{path}: no study found (expected SUV.* + CTres.* folders, images/pet + images/ct, "
-                f"or nnU-Net files <case>_{pet_channel}.* / <case>_{ct_channel}.*)")
+                f"nnU-Net files <case>_{pet_channel}.* / <case>_{ct_channel}.*, or DICOM PT and CT series)")
         refs.extend(found)
     return _unique_ids(refs)
 
@@ -135,6 +152,45 @@ def _image_files(folder: Path) -> dict[str, Path]:
         if split is not None:
             out.setdefault(split[0], Path(entry.path))
     return out
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    """Files directly in ``folder`` that are DICOM (not image-named, not hidden, ``DICM`` marker)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries if not e.name.startswith(".") and e.is_file()
+            and split_image_name(e.name) is None and is_dicom(Path(e.path))]
+
+
+def _dicom_studies(files: list[Path], series: SeriesChoice) -> list[StudyRef]:
+    """DICOM studies of ``files``; a study beside an unreadable DICOM file is refused.
+
+    An unreadable file may be one of the study's slices, and a series read without it would be
+    cut short without a word: so its study fails, naming the file.
+    """
+    if not files:
+        return []
+    headers, unreadable = read_headers(files)
+    for error in unreadable:
+        log.error("%s", error)
+    refs = []
+    for pick in pick_studies(group_series(headers), series):
+        problem = pick.problem
+        chosen = [s for s in (pick.pet, pick.ct) if s is not None]
+        folders = {Path(f).parent for s in chosen for f in s.files}
+        near = [e for e in unreadable if e.path.parent in folders]
+        if problem is None and near:
+            problem = DicomReadError(
+                near[0].path, f"this DICOM file beside the study's series cannot be read ({len(near)} such file(s)); "
+                "it may be one of their slices, so the study is not run: copy or export it again, or move it "
+                "out of the folder if it does not belong to the study", value=len(near))
+        pet, ct = pick.pet, pick.ct
+        folder = common_folder([s.files[0] for s in chosen]) if chosen else Path(files[0]).parent
+        refs.append(StudyRef(pick.raw_id, "dicom", folder, pet.files[0] if pet else None, ct.files[0] if ct else None,
+                             None, problem, pet, ct, tuple(pick.notes)))
+    return refs
 
 
 def _studies_in(folder: Path, pet_channel: str, ct_channel: str) -> list[StudyRef]:
@@ -222,5 +278,5 @@ def _unique_ids(refs: list[StudyRef]) -> list[StudyRef]:
             log.warning("case id %r of %s is taken by %s; this study is written as %r (each output's "
                         "provenance record names its folder)", base, ref.folder, taken[base], case_id)
         taken[case_id] = ref.folder
-        out.append(StudyRef(case_id, ref.layout, ref.folder, ref.pet, ref.ct, ref.seg, ref.problem))
+        out.append(replace(ref, case_id=case_id))
     return out

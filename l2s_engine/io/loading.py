@@ -39,6 +39,8 @@ class Study:
         seg: the ground-truth lesion mask (uint8 0/1) when the study has one and it is usable.
         ref: where the files came from.
         warnings: what was noticed and worked around (e.g. a label off the PET grid, not used).
+        info: what the report records of how the inputs were read (DICOM: the series, the SUV factor).
+        dicom_source: DICOM studies: the PT files in the mask's z order (what a DICOM SEG references).
     """
 
     case_id: str
@@ -48,6 +50,8 @@ class Study:
     seg: np.ndarray | None
     ref: StudyRef
     warnings: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    dicom_source: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -75,23 +79,14 @@ def load_study(ref: StudyRef, max_voxels: int | None = None) -> Study:
     """
     if ref.problem is not None:
         raise ref.problem
+    if ref.is_dicom:
+        from .dicom_study import load_dicom_study
+
+        return load_dicom_study(ref, max_voxels)
     pet_image = read_image(ref.pet, "PET", max_voxels)
     ct_image = read_image(ref.ct, "CT", None if max_voxels is None else max_voxels * CT_VOXEL_FACTOR)
     pet_geometry = geometry_of(pet_image)
-    ct_geometry = geometry_of(ct_image)
-    if not pet_geometry.same_grid(ct_geometry):
-        covered = pet_geometry.coverage_by(ct_geometry)
-        if covered < MIN_CT_COVERAGE:
-            raise CoverageError(
-                ref.ct, f"the CT covers {covered:.0%} of the PET's field of view (at least "
-                f"{MIN_CT_COVERAGE:.0%} needed; CT origin {tuple(round(v, 1) for v in ct_geometry.origin)}, "
-                f"PET origin {tuple(round(v, 1) for v in pet_geometry.origin)} mm); check that this CT belongs "
-                "to this PET and that both headers' origin and direction are right", value=round(covered, 4))
-        log.warning("%s: CT grid differs from the PET grid (%s); resampling CT onto the PET grid "
-                    "(linear, %g HU outside, CT covers %.0f%% of the PET), as autoPET's CTres", ref.ct,
-                    "; ".join(pet_geometry.differences(ct_geometry)), CT_OUTSIDE_HU, 100 * covered)
-        ct_image = sitk.Resample(ct_image, pet_image, sitk.Transform(), sitk.sitkLinear,
-                                 CT_OUTSIDE_HU, sitk.sitkFloat32)
+    ct_image = ct_on_pet_grid(pet_image, ct_image, ref.ct)
     pet = sitk.GetArrayFromImage(pet_image).astype(np.float32, copy=False)
     ct = sitk.GetArrayFromImage(ct_image).astype(np.float32, copy=False)
     check_finite(pet, ref.pet, "PET")
@@ -104,6 +99,28 @@ def load_study(ref: StudyRef, max_voxels: int | None = None) -> Study:
             study.warnings.append(f"label not used, no metrics: {exc}")
             log.warning("%s: label not used, no metrics: %s", ref.case_id, exc)
     return study
+
+
+def ct_on_pet_grid(pet_image: sitk.Image, ct_image: sitk.Image, ct_path: Path) -> sitk.Image:
+    """The CT on the PET grid: itself when the grids coincide, else resampled (linear, -1024 HU fill).
+
+    Raises:
+        CoverageError: the CT covers less than ``MIN_CT_COVERAGE`` of the PET's box.
+    """
+    pet_geometry, ct_geometry = geometry_of(pet_image), geometry_of(ct_image)
+    if pet_geometry.same_grid(ct_geometry):
+        return ct_image
+    covered = pet_geometry.coverage_by(ct_geometry)
+    if covered < MIN_CT_COVERAGE:
+        raise CoverageError(
+            ct_path, f"the CT covers {covered:.0%} of the PET's field of view (at least "
+            f"{MIN_CT_COVERAGE:.0%} needed; CT origin {tuple(round(v, 1) for v in ct_geometry.origin)}, "
+            f"PET origin {tuple(round(v, 1) for v in pet_geometry.origin)} mm); check that this CT belongs "
+            "to this PET and that both headers' origin and direction are right", value=round(covered, 4))
+    log.warning("%s: CT grid differs from the PET grid (%s); resampling CT onto the PET grid "
+                "(linear, %g HU outside, CT covers %.0f%% of the PET), as autoPET's CTres", ct_path,
+                "; ".join(pet_geometry.differences(ct_geometry)), CT_OUTSIDE_HU, 100 * covered)
+    return sitk.Resample(ct_image, pet_image, sitk.Transform(), sitk.sitkLinear, CT_OUTSIDE_HU, sitk.sitkFloat32)
 
 
 def _load_seg(path: Path, pet_geometry: Geometry, max_voxels: int | None) -> np.ndarray:
