@@ -1,9 +1,8 @@
 """DICOM input: finding files, reading their headers (no pixels) and grouping them into series.
 
 A file is DICOM when it holds the ``DICM`` marker after its 128-byte preamble, whatever its
-name. Headers are read without pixel data, a few tags each, on a thread pool (folders of
-PACS exports hold thousands of files, often on network storage). Series are grouped by
-SeriesInstanceUID and studies by StudyInstanceUID; ``dicom_studies`` picks each study's PT and
+name. Headers are read without pixel data, a few tags each. Series are grouped by
+SeriesInstanceUID and studies by StudyInstanceUID; ``dicom_select`` picks each study's PT and
 CT series.
 """
 
@@ -11,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -94,10 +92,13 @@ class _Header:
     values: dict
 
 
-def read_headers(files: list[Path], threads: int = 8) -> tuple[list[_Header], list[DicomReadError]]:
-    """The grouping tags of each file (no pixel data), and the files that could not be read."""
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(pool.map(_read_header, files))
+def read_headers(files: list[Path]) -> tuple[list[_Header], list[DicomReadError]]:
+    """The grouping tags of each file (no pixel data), and the files that could not be read.
+
+    One thread: pydicom's parsing holds the GIL, and a pool of 8 threads took 3.5 times as
+    long as this loop (652 files of a whole-body PET/CT, 0.62 s against 0.18 s).
+    """
+    results = [_read_header(path) for path in files]
     headers = [r for r in results if isinstance(r, _Header)]
     return headers, [r for r in results if isinstance(r, DicomReadError)]
 

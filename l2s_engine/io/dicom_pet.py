@@ -67,11 +67,12 @@ def _text(element) -> str | None:
     return None if value in (None, "") else str(value).strip()
 
 
-def _number(element) -> float | None:
+def _number(element) -> float | str | None:
+    """A number, or the text itself when it is not one (so that the SUV error shows the value)."""
     text = _text(element)
     if text is None:
         return None
     try:
         return float(text.split("\\")[0])
     except ValueError:
-        return None
+        return text
