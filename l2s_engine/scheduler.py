@@ -384,10 +384,23 @@ def write_report(path: Path, engine: Engine, records: list[StudyRecord], extra: 
     import SimpleITK as sitk
 
     report = {"l2s_engine": __version__, "python": platform.python_version(), "numpy": np.__version__,
-              "SimpleITK": sitk.Version_VersionString(),
+              "SimpleITK": sitk.Version_VersionString(), **_versions("pydicom", "highdicom"),
               "backend": engine.describe(), "options": asdict(engine.options), **extra,
               "summary": summary(records), "studies": [asdict(r) for r in records]}
     return write_text_atomic(path, json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _versions(*packages: str) -> dict:
+    """Installed versions of ``packages`` (None where one is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in packages:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def _finite(value):

@@ -32,7 +32,7 @@ def load_dicom_study(ref: StudyRef, max_voxels: int | None = None) -> Study:
     ct_values = ct.values
     if not pet.geometry.same_grid(ct.geometry):
         on_grid = ct_on_pet_grid(image_from_array(suv, pet.geometry), image_from_array(ct.values, ct.geometry),
-                                 ct.files[0])
+                                 ct.files[0], expected=True)
         ct_values = sitk.GetArrayFromImage(on_grid).astype(np.float32, copy=False)
     check_finite(suv, pet.files[0], "PET")
     check_finite(ct_values, ct.files[0], "CT")

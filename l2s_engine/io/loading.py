@@ -101,8 +101,11 @@ def load_study(ref: StudyRef, max_voxels: int | None = None) -> Study:
     return study
 
 
-def ct_on_pet_grid(pet_image: sitk.Image, ct_image: sitk.Image, ct_path: Path) -> sitk.Image:
+def ct_on_pet_grid(pet_image: sitk.Image, ct_image: sitk.Image, ct_path: Path, expected: bool = False) -> sitk.Image:
     """The CT on the PET grid: itself when the grids coincide, else resampled (linear, -1024 HU fill).
+
+    ``expected``: the CT is not expected on the PET grid (a DICOM CT series never is), so the
+    resampling is logged as information, not as a warning.
 
     Raises:
         CoverageError: the CT covers less than ``MIN_CT_COVERAGE`` of the PET's box.
@@ -117,9 +120,10 @@ def ct_on_pet_grid(pet_image: sitk.Image, ct_image: sitk.Image, ct_path: Path) -
             f"{MIN_CT_COVERAGE:.0%} needed; CT origin {tuple(round(v, 1) for v in ct_geometry.origin)}, "
             f"PET origin {tuple(round(v, 1) for v in pet_geometry.origin)} mm); check that this CT belongs "
             "to this PET and that both headers' origin and direction are right", value=round(covered, 4))
-    log.warning("%s: CT grid differs from the PET grid (%s); resampling CT onto the PET grid "
-                "(linear, %g HU outside, CT covers %.0f%% of the PET), as autoPET's CTres", ct_path,
-                "; ".join(pet_geometry.differences(ct_geometry)), CT_OUTSIDE_HU, 100 * covered)
+    log.log(logging.INFO if expected else logging.WARNING,
+            "%s: CT grid differs from the PET grid (%s); resampling CT onto the PET grid (linear, %g HU outside, "
+            "CT covers %.0f%% of the PET), as autoPET's CTres", ct_path,
+            "; ".join(pet_geometry.differences(ct_geometry)), CT_OUTSIDE_HU, 100 * covered)
     return sitk.Resample(ct_image, pet_image, sitk.Transform(), sitk.sitkLinear, CT_OUTSIDE_HU, sitk.sitkFloat32)
 
 

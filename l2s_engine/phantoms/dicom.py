@@ -46,11 +46,20 @@ class Acquisition:
         return self.weight_kg * 1000.0 / (self.dose_bq * 2.0 ** (-self.uptake_s / self.half_life_s))
 
 
-def write_dicom_study(study: PhantomStudy, out_dir: Path, acquisition: Acquisition = Acquisition()) -> Path:
+def write_dicom_study(study: PhantomStudy, out_dir: Path, acquisition: Acquisition = Acquisition(),
+                      ct_zoom: int = 1) -> Path:
     """Write ``study`` as ``out_dir/<case_id>/{PT,CT}/<file>`` DICOM files; returns the study folder.
 
     The arrays are flipped from the phantom's (x, y reversed) grid into the scanner's
     orientation; positions and the frame of reference keep every voxel at its world place.
+
+    Args:
+        study: the phantom.
+        out_dir: where the study folder goes.
+        acquisition: weight, dose and times the PT headers carry.
+        ct_zoom: the CT's pixels per PET pixel along rows and columns (a CT is finer than its
+            PET): each PET pixel's CT value is repeated ``ct_zoom`` x ``ct_zoom`` times on a grid
+            covering the same box, so the CT is not on the PET grid but holds the same picture.
     """
     import pydicom  # noqa: F401  (the writer needs it; the phantoms package does not)
 
@@ -71,10 +80,15 @@ def write_dicom_study(study: PhantomStudy, out_dir: Path, acquisition: Acquisiti
     common = _common(study, acquisition)
     bqml = pet.astype(np.float64) / acquisition.suv_factor
     n = pet.shape[0]
-    for modality, volume, number in (("PT", bqml, 3), ("CT", ct.astype(np.float64), 2)):
+    ct = np.repeat(np.repeat(ct.astype(np.float64), ct_zoom, axis=1), ct_zoom, axis=2)
+    # the CT's first pixel centre: the PET pixel's box corner plus half a CT pixel, on each in-plane axis
+    ct_spacing = (geometry.spacing[0] / ct_zoom, geometry.spacing[1] / ct_zoom, geometry.spacing[2])
+    ct_origin = origin - np.array([geometry.spacing[0] - ct_spacing[0], geometry.spacing[1] - ct_spacing[1], 0.0]) / 2
+    for modality, volume, number in (("PT", bqml, 3), ("CT", ct, 2)):
         series_uid = _uid(study.case_id, modality, "series")
+        start, spacing = (origin, geometry.spacing) if modality == "PT" else (ct_origin, ct_spacing)
         for z in range(n):
-            ds = _slice(common, modality, volume[z], z, n, origin, geometry.spacing, acquisition)
+            ds = _slice(common, modality, volume[z], z, n, start, spacing, acquisition)
             ds.SeriesInstanceUID = series_uid
             ds.SeriesNumber = number
             ds.SOPInstanceUID = _uid(study.case_id, modality, str(z))

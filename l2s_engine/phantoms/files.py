@@ -8,7 +8,7 @@ from pathlib import Path
 from ..io.images import image_from_array, write_image_atomic
 from .study import PhantomStudy
 
-LAYOUTS = ("autopet", "grand-challenge")
+LAYOUTS = ("autopet", "grand-challenge", "dicom")
 
 
 def write_study(study: PhantomStudy, out_dir: Path, layout: str = "autopet") -> Path:
@@ -19,7 +19,14 @@ def write_study(study: PhantomStudy, out_dir: Path, layout: str = "autopet") -> 
             is the CT on the PET grid, stored as int16 HU).
         grand-challenge: ``<case>/images/pet/<uuid>.mha`` and ``<case>/images/ct/<uuid>.mha``
             (no label: the challenge container gets none).
+        dicom: ``<case>/PT/*`` and ``<case>/CT/*``, the series a scanner sends (Bq/mL with the
+            SUV tags, CT in HU at twice the PET's in-plane resolution; no label), see
+            ``l2s_engine.phantoms.dicom``.
     """
+    if layout == "dicom":
+        from .dicom import write_dicom_study
+
+        return write_dicom_study(study, out_dir, ct_zoom=2)
     out_dir = Path(out_dir)
     pet = image_from_array(study.pet, study.geometry)
     ct = image_from_array(study.ct, study.geometry)

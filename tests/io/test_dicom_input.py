@@ -235,3 +235,19 @@ def test_two_studies_of_one_patient_on_one_day_get_distinct_ids(tmp_path, phanto
     ids = sorted(r.case_id for r in find_studies([tmp_path]))
     assert len(set(ids)) == 2 and all(i.startswith(f"{phantom.case_id}_20260302") for i in ids)
     assert first != second
+
+
+def test_finer_ct_is_resampled_onto_the_pet_grid(tmp_path, phantom):
+    """A CT at twice the PET's in-plane resolution, each PET pixel repeated 2 x 2: linear
+    resampling at the PET voxel centres (midway between CT pixel centres) gives the PET-grid CT back."""
+    folder = write_dicom_study(phantom, tmp_path / "in", ct_zoom=2)
+    assert pydicom.dcmread(next((folder / "CT").iterdir())).Rows == 2 * phantom.pet.shape[1]
+    study = load_study(find_studies([folder])[0])
+    np.testing.assert_allclose(study.ct, phantom.ct[:, ::-1, ::-1], atol=1e-3)
+
+
+def test_zero_pixel_spacing_is_refused(study_dir):
+    for f in (study_dir / "PT").iterdir():
+        _edit(f, PixelSpacing=["0", "0"])
+    with pytest.raises(StudyError, match="PixelSpacing"):
+        load_study(find_studies([study_dir])[0])
