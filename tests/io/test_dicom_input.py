@@ -251,3 +251,39 @@ def test_zero_pixel_spacing_is_refused(study_dir):
         _edit(f, PixelSpacing=["0", "0"])
     with pytest.raises(StudyError, match="PixelSpacing"):
         load_study(find_studies([study_dir])[0])
+
+
+def _rewrite(folder: Path, edit, implicit: bool = False) -> None:
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        edit(ds)
+        if implicit:  # no VR in the file: a private value's VR comes from pydicom's private dictionary
+            ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(f, enforce_file_format=True)
+
+
+def test_philips_counts_with_the_private_suv_factor_implicit_vr(study_dir):
+    def philips(ds):
+        ds.Units = "CNTS"
+        ds.private_block(0x7053, "Philips PET Private Group", create=True).add_new(0x00, "DS", "0.000456")
+
+    _rewrite(study_dir / "PT", philips, implicit=True)
+    study = load_study(find_studies([study_dir])[0])
+    assert study.info["suv"]["factor"] == pytest.approx(0.000456, rel=1e-12)
+    assert "Philips" in study.info["suv"]["method"]
+    files = _by_position(study_dir / "PT")
+    ds = pydicom.dcmread(files[7])
+    np.testing.assert_allclose(study.pet[7], ds.pixel_array * float(ds.RescaleSlope) * 0.000456, rtol=1e-6, atol=1e-7)
+
+
+def test_ge_post_injection_time_when_the_series_time_is_after_the_acquisitions(study_dir):
+    """A series made after the scan (SeriesTime 12:00): the GE private scan time is taken."""
+    def ge(ds):
+        ds.SeriesTime = "120000"
+        ds.private_block(0x0009, "GEMS_PETD_01", create=True).add_new(0x0D, "DT", "20260302101000")
+
+    _rewrite(study_dir / "PT", ge)
+    study = load_study(find_studies([study_dir])[0])
+    decay = (10 * 3600 + 10 * 60) - (9 * 3600 + 12 * 60 + 30)  # 10:10:00 - 09:12:30
+    factor = WEIGHT * 1000.0 / (DOSE * 0.5 ** (decay / HALF_LIFE))
+    assert study.info["suv"]["factor"] == pytest.approx(factor, rel=1e-9)
