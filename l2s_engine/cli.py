@@ -299,7 +299,7 @@ def _infer(args) -> int:
     from .pipeline import InferOptions, open_engine
     from .errors import OutputError
     from .files import ensure_writable_dir
-    from .scheduler import REPORT, OutputOptions, run_studies, summary, write_report
+    from .scheduler import LESIONS, REPORT, OutputOptions, run_studies, summary, write_lesions, write_report
 
     backend, device, precision = _resolve_backend(args)
     options = InferOptions(backend=backend, device=device, precision=precision, threads=args.threads,
@@ -310,10 +310,10 @@ def _infer(args) -> int:
                            low_memory=args.low_memory)
     if args.grand_challenge:
         inputs, out_dir, fmt = [args.gc_input], args.gc_output / GC_OUTPUT_SUBDIR, "mha"
-        report_path = args.gc_output / "l2s_report.json"
+        report_path, lesions_path = args.gc_output / "l2s_report.json", args.gc_output / "l2s_lesions.csv"
     else:
         inputs, out_dir, fmt = args.inputs, args.out, args.format
-        report_path = args.out / REPORT
+        report_path, lesions_path = args.out / REPORT, args.out / LESIONS
     records_dir = args.gc_output / "l2s_provenance" if args.grand_challenge else None
     outputs = OutputOptions(out_dir, fmt, args.save_probs, args.qc, args.overwrite, records_dir, args.max_voxels)
     start = time.perf_counter()
@@ -337,6 +337,7 @@ def _infer(args) -> int:
             write_report(report_path, engine, records, {"inputs": [str(p) for p in inputs],
                                                         "hidden_folders_not_searched": [str(p) for p in hidden],
                                                         "wall_seconds": round(time.perf_counter() - start, 3)})
+            write_lesions(lesions_path, records)
         except OutputError as exc:
             print(f"l2s-infer: no report: {exc}", file=sys.stderr)
             report_path = None

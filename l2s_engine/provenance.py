@@ -63,10 +63,14 @@ def run_key(engine) -> dict:
             **options, **fusion, "precision_ran": ran}
 
 
-def make_record(ref: StudyRef, run: dict, outputs: dict[str, Path]) -> dict:
-    """The record of one study whose ``outputs`` have just been published."""
+def make_record(ref: StudyRef, run: dict, outputs: dict[str, Path], **kept) -> dict:
+    """The record of one study whose ``outputs`` have just been published.
+
+    ``kept``: what a later run that skips the study reports of it (its readout, how its inputs
+    were read); not part of the check.
+    """
     return {"version": RECORD_VERSION, "case_id": ref.case_id, "source": str(Path(ref.folder).resolve()),
-            "inputs": inputs_of(ref), "run": run, "outputs": {k: file_stamp(p) for k, p in outputs.items()}}
+            "inputs": inputs_of(ref), "run": run, "outputs": {k: file_stamp(p) for k, p in outputs.items()}, **kept}
 
 
 def read_record(path: Path) -> dict | None:

@@ -26,6 +26,7 @@ from .io import StudyRef, load_study
 from .io.images import image_from_array, write_image_atomic
 from .io.writing import write_mask
 from .metrics import CONVENTIONS, aggregate, case_metrics
+from .readout import LESION_CSV_FIELDS, lesion_rows, pet_readout
 from .pipeline import Engine
 from .resources import peak_rss_mb
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 FORMATS = {"nii.gz": ".nii.gz", "mha": ".mha", "dicom-seg": None}
 SEG_SUFFIX = "_seg.dcm"  # DICOM studies: the DICOM Segmentation beside (or instead of) the mask
 REPORT = "report.json"
+LESIONS = "lesions.csv"
+READOUT_KEYS = ("tmtv_ml", "tlg_ml", "suvmax", "suvmean", "suvpeak", "lesion_count")
 _DONE = object()
 
 
@@ -117,8 +120,21 @@ class StudyRecord:
     inputs: dict = field(default_factory=dict)   # how the inputs were read (DICOM: series, SUV factor)
     mask_voxels: int | None = None
     mask_ml: float | None = None
+    tmtv_ml: float | None = None     # the PET readout (l2s_engine.readout): what a reader looks at
+    tlg_ml: float | None = None
+    suvmax: float | None = None
+    suvmean: float | None = None
+    suvpeak: float | None = None
+    lesion_count: int | None = None
     peak_rss_mb: float | None = None
     metrics: dict | None = None
+    lesions: list[dict] = field(default_factory=list)  # rows of lesions.csv (not in report.json)
+
+    def set_readout(self, summary: dict, lesions: list[dict]) -> None:
+        """Take a study's readout (``Readout.summary()`` and its lesion rows)."""
+        for key in READOUT_KEYS:
+            setattr(self, key, summary.get(key))
+        self.lesions = lesions
 
 
 @dataclass
@@ -133,6 +149,7 @@ class WriteJob:
     cue: np.ndarray | None = None
     pet_mip: np.ndarray | None = None
     dicom_source: list[Path] = field(default_factory=list)  # the PT files in the mask's z order
+    readout: dict = field(default_factory=dict)             # summary and lesion rows, kept in the record
 
 
 def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, progress: bool = True) -> list[StudyRecord]:
@@ -223,9 +240,11 @@ def _plan(refs: list[StudyRef], outputs: OutputOptions, run: dict,
             records[ref.case_id].status, records[ref.case_id].error = "failed", f"OutputError: {exc}"
             log.error("%s: FAILED: %s", ref.case_id, exc)
             continue
-        why = provenance.why_not_done(provenance.read_record(outputs.record_path(ref.case_id)), ref, run, paths)
+        earlier = provenance.read_record(outputs.record_path(ref.case_id))
+        why = provenance.why_not_done(earlier, ref, run, paths)
         if why is None and not outputs.overwrite:
             records[ref.case_id].status = "skipped"
+            _carry_over(records[ref.case_id], earlier)
             log.info("%s: done earlier from these inputs with this engine and options, skipped "
                      "(--overwrite redoes it)", ref.case_id)
             continue
@@ -234,6 +253,14 @@ def _plan(refs: list[StudyRef], outputs: OutputOptions, run: dict,
             log.info("%s: outputs exist but are redone: %s", ref.case_id, why)
         todo.append(ref)
     return todo, unvouched
+
+
+def _carry_over(record: StudyRecord, earlier: dict) -> None:
+    """What a skipped study's record keeps from the run that made its outputs (report, lesions.csv)."""
+    record.outputs = {k: v["path"] for k, v in earlier.get("outputs", {}).items() if isinstance(v, dict) and "path" in v}
+    readout = earlier.get("readout") or {}
+    record.set_readout(readout.get("summary", {}), readout.get("lesions", []))
+    record.inputs = earlier.get("study_inputs", {})
 
 
 def _segment(engine: Engine, study, staged, record: StudyRecord, outputs: OutputOptions, progress) -> tuple:
@@ -250,9 +277,15 @@ def _segment(engine: Engine, study, staged, record: StudyRecord, outputs: Output
         record.mask_ml = record.mask_voxels * study.geometry.voxel_volume_ml
         if study.seg is not None:
             record.metrics = asdict(case_metrics(result.mask, study.seg, study.geometry.voxel_volume_ml, study.case_id))
+        start = time.perf_counter()
+        # the cue says which lesions it marked only where it was computed everywhere (not on demand)
+        cue = result.cue if result.cue is not None and not getattr(engine, "cue_on_demand", False) else None
+        readout = pet_readout(result.mask, study.pet, study.geometry, cue, engine.fusion.cue_threshold)
+        record.set_readout(readout.summary(), lesion_rows(study.case_id, readout))
+        record.timings["readout"] = time.perf_counter() - start
         job = WriteJob(study.ref, study.geometry,
-                       _input_files(study.ref), result.mask,
-                       dicom_source=study.dicom_source)
+                       _input_files(study.ref), result.mask, dicom_source=study.dicom_source,
+                       readout={"summary": readout.summary(), "lesions": record.lesions, "study_inputs": study.info})
         if outputs.save_probs:
             job.p3d, job.cue = result.p3d, result.cue
         if outputs.qc:
@@ -300,7 +333,9 @@ def _write_all(to_write: queue.Queue, outputs: OutputOptions, records: dict[str,
         try:
             written = write_outputs(job, outputs)
             # last, once every output is in place: the record that makes the study "done"
-            provenance.write_record(outputs.record_path(job.ref.case_id), provenance.make_record(job.ref, run, written))
+            readout = {"summary": job.readout.get("summary", {}), "lesions": job.readout.get("lesions", [])}
+            provenance.write_record(outputs.record_path(job.ref.case_id), provenance.make_record(
+                job.ref, run, written, readout=readout, study_inputs=job.readout.get("study_inputs", {})))
             record.outputs = {k: str(p) for k, p in written.items()}
             record.status = "ok"
         except Exception as exc:
@@ -386,8 +421,41 @@ def write_report(path: Path, engine: Engine, records: list[StudyRecord], extra: 
     report = {"l2s_engine": __version__, "python": platform.python_version(), "numpy": np.__version__,
               "SimpleITK": sitk.Version_VersionString(), **_versions("pydicom", "highdicom"),
               "backend": engine.describe(), "options": asdict(engine.options), **extra,
-              "summary": summary(records), "studies": [asdict(r) for r in records]}
+              "summary": summary(records), "studies": [_row(r) for r in records]}
     return write_text_atomic(path, json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _row(record: StudyRecord) -> dict:
+    """A study's entry of report.json (its lesions go to lesions.csv)."""
+    row = asdict(record)
+    row.pop("lesions")
+    return row
+
+
+def write_lesions(path: Path, records: list[StudyRecord]) -> Path:
+    """lesions.csv: one row per lesion of every study done (this run or earlier), atomically.
+
+    Raises:
+        OutputError: it cannot be written; the previous one is kept.
+    """
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=LESION_CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        if record.status in ("ok", "skipped"):
+            writer.writerows({k: _csv_value(row.get(k)) for k in LESION_CSV_FIELDS} for row in record.lesions)
+    return write_text_atomic(path, text.getvalue())
+
+
+def _csv_value(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "" if value is None else value
 
 
 def _versions(*packages: str) -> dict:
