@@ -15,6 +15,7 @@ from .files import write_bytes_atomic
 from .geometry import Geometry
 
 LESION_RGB = (220, 20, 20)
+QC_MIN_WIDTH = 400  # pixels: what a reader can review
 
 
 def coronal_view(volume: np.ndarray, geometry: Geometry, reduce: str = "max") -> np.ndarray:
@@ -66,6 +67,16 @@ def overlay(gray: np.ndarray, mask: np.ndarray, rgb: tuple[int, int, int] = LESI
     on = mask.astype(bool)
     out[on] = (1 - alpha) * out[on] + alpha * np.asarray(rgb, dtype=np.float64)
     return np.rint(out).astype(np.uint8)
+
+
+def enlarge(image: np.ndarray, min_width: int = QC_MIN_WIDTH) -> np.ndarray:
+    """``image`` with each pixel repeated k x k times, the smallest k that makes it ``min_width`` wide.
+
+    A coronal view of a 4 mm study is about 100 pixels wide: too small to review. Whole
+    pixels keep the voxels' edges visible (no interpolation invents detail).
+    """
+    k = max(1, -(-min_width // max(1, image.shape[1])))
+    return np.repeat(np.repeat(image, k, axis=0), k, axis=1) if k > 1 else image
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:

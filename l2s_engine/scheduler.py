@@ -386,11 +386,11 @@ def write_outputs(job: WriteJob, outputs: OutputOptions) -> dict[str, Path]:
             paths[key].parent.mkdir(parents=True, exist_ok=True)
             write_image_atomic(image_from_array(getattr(job, key), job.geometry), paths[key])
     if outputs.qc:
-        from .qc import coronal_view, overlay, to_gray, write_png
+        from .qc import coronal_view, enlarge, overlay, to_gray, write_png
 
         paths["qc"].parent.mkdir(parents=True, exist_ok=True)
         gray = to_gray(job.pet_mip, 0.0, 10.0, invert=True)
-        write_png(paths["qc"], overlay(gray, coronal_view(job.mask, job.geometry) > 0))
+        write_png(paths["qc"], enlarge(overlay(gray, coronal_view(job.mask, job.geometry) > 0)))
     return paths
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from l2s_engine.geometry import Geometry
-from l2s_engine.qc import coronal_view, overlay, to_gray, write_png
+from l2s_engine.qc import coronal_view, enlarge, overlay, to_gray, write_png
 
 LPS_FLIPPED = (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
 
@@ -33,3 +33,15 @@ def test_png_round_trip_through_pillow(tmp_path):
     for name, data in (("g.png", gray), ("c.png", rgb)):
         path = write_png(tmp_path / name, data)
         np.testing.assert_array_equal(np.asarray(image.open(path)), data)
+
+
+def test_enlarge_repeats_whole_pixels_to_the_minimum_width():
+    image = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
+    big = enlarge(image, min_width=7)  # k = 3: 9 >= 7 > 6
+    assert big.shape == (6, 9)
+    for r in range(6):
+        for c in range(9):
+            assert big[r, c] == image[r // 3, c // 3]
+    rgb = np.zeros((2, 500, 3), np.uint8)
+    assert enlarge(rgb, min_width=400) is rgb  # wide enough: unchanged
+    assert enlarge(np.zeros((1, 100, 3), np.uint8), min_width=400).shape == (4, 400, 3)
