@@ -291,6 +291,13 @@ def _gpu_words(info: dict) -> str:
     return f", GPU pipeline on {info['gpu']}, kernels: {info['kernels']}" if "gpu" in info else ""
 
 
+def _now() -> str:
+    """This moment in ISO 8601 with the local UTC offset (what report.json's dates say)."""
+    import datetime
+
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
 def _infer(args) -> int:
     import time
 
@@ -299,6 +306,7 @@ def _infer(args) -> int:
     from .pipeline import InferOptions, open_engine
     from .errors import OutputError
     from .files import ensure_writable_dir
+    from .report_html import write_html
     from .scheduler import LESIONS, REPORT, OutputOptions, run_studies, summary, write_lesions, write_report
 
     backend, device, precision = _resolve_backend(args)
@@ -316,7 +324,7 @@ def _infer(args) -> int:
         report_path, lesions_path = args.out / REPORT, args.out / LESIONS
     records_dir = args.gc_output / "l2s_provenance" if args.grand_challenge else None
     outputs = OutputOptions(out_dir, fmt, args.save_probs, args.qc, args.overwrite, records_dir, args.max_voxels)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), _now()
     # a bad engine directory is reported before any input is scanned
     engine = open_engine(args.engine, options, keep_maps=args.save_probs)
     hidden: list[Path] = []
@@ -336,8 +344,11 @@ def _infer(args) -> int:
         try:
             write_report(report_path, engine, records, {"inputs": [str(p) for p in inputs],
                                                         "hidden_folders_not_searched": [str(p) for p in hidden],
+                                                        "started": started, "finished": _now(),
                                                         "wall_seconds": round(time.perf_counter() - start, 3)})
             write_lesions(lesions_path, records)
+            if not args.grand_challenge:  # the challenge's output folder takes no page
+                write_html(report_path.parent)
         except OutputError as exc:
             print(f"l2s-infer: no report: {exc}", file=sys.stderr)
             report_path = None

@@ -38,7 +38,8 @@ def load_dicom_study(ref: StudyRef, max_voxels: int | None = None) -> Study:
     check_finite(ct_values, ct.files[0], "CT")
     study = Study(ref.case_id, suv, ct_values, pet.geometry, None, ref, warnings=list(ref.notes))
     study.dicom_source = pet.files
-    study.info = {"dicom": {role: _describe(series) for role, series in (("pet", ref.pet_series),
+    study.info = {"ct_resampled": not pet.geometry.same_grid(ct.geometry),
+                  "dicom": {role: _describe(series) for role, series in (("pet", ref.pet_series),
                                                                          ("ct", ref.ct_series))},
                   "suv": factor.to_json()}
     for note in ref.notes:

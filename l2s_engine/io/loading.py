@@ -39,7 +39,8 @@ class Study:
         seg: the ground-truth lesion mask (uint8 0/1) when the study has one and it is usable.
         ref: where the files came from.
         warnings: what was noticed and worked around (e.g. a label off the PET grid, not used).
-        info: what the report records of how the inputs were read (DICOM: the series, the SUV factor).
+        info: what the report records of how the inputs were read: whether the CT was resampled
+            onto the PET grid (``ct_resampled``); DICOM: the series and the SUV factor.
         dicom_source: DICOM studies: the PT files in the mask's z order (what a DICOM SEG references).
     """
 
@@ -86,12 +87,13 @@ def load_study(ref: StudyRef, max_voxels: int | None = None) -> Study:
     pet_image = read_image(ref.pet, "PET", max_voxels)
     ct_image = read_image(ref.ct, "CT", None if max_voxels is None else max_voxels * CT_VOXEL_FACTOR)
     pet_geometry = geometry_of(pet_image)
-    ct_image = ct_on_pet_grid(pet_image, ct_image, ref.ct)
+    on_grid = ct_on_pet_grid(pet_image, ct_image, ref.ct)
+    resampled, ct_image = on_grid is not ct_image, on_grid
     pet = sitk.GetArrayFromImage(pet_image).astype(np.float32, copy=False)
     ct = sitk.GetArrayFromImage(ct_image).astype(np.float32, copy=False)
     check_finite(pet, ref.pet, "PET")
     check_finite(ct, ref.ct, "CT")
-    study = Study(ref.case_id, pet, ct, pet_geometry, None, ref)
+    study = Study(ref.case_id, pet, ct, pet_geometry, None, ref, info={"ct_resampled": resampled})
     if ref.seg is not None:
         try:
             study.seg = _load_seg(ref.seg, pet_geometry, max_voxels)

@@ -244,6 +244,7 @@ def test_finer_ct_is_resampled_onto_the_pet_grid(tmp_path, phantom):
     assert pydicom.dcmread(next((folder / "CT").iterdir())).Rows == 2 * phantom.pet.shape[1]
     study = load_study(find_studies([folder])[0])
     np.testing.assert_allclose(study.ct, phantom.ct[:, ::-1, ::-1], atol=1e-3)
+    assert study.info["ct_resampled"] is True
 
 
 def test_zero_pixel_spacing_is_refused(study_dir):

@@ -70,7 +70,7 @@ def test_masks_lie_on_the_pet_grid_and_report_has_timings_and_metrics(engine, tm
         mask, grid = load_label(Path(study["outputs"]["mask"]))
         _, pet_grid = load_label(folder / "SUV.nii.gz")
         assert grid.same_grid(pet_grid) and study["outputs"]["mask"].endswith(".mha")
-        assert set(study["timings"]) == {"read", "preprocess", "resample", "2d", "3d", "fusion", "write"}
+        assert set(study["timings"]) == {"read", "preprocess", "resample", "2d", "3d", "fusion", "readout", "write"}
         assert study["spacing"]["resampled"] is False  # the engine's spacing is the studies'
         assert study["metrics"]["gt_voxels"] == int(load_label(folder / "SEG.nii.gz")[0].sum())
         assert study["mask_voxels"] == int(mask.sum())

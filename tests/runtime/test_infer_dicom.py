@@ -78,6 +78,7 @@ def test_dicom_study_gets_mask_and_seg_voxel_for_voxel(engine, tmp_path):
     # position was acquired 120 s after the series start) and takes its AcquisitionTime
     assert suv["autopet_difference"] == pytest.approx(2.0 ** (120.0 / HALF_LIFE) - 1.0, rel=1e-6)
     assert record["inputs"]["dicom"]["pet"]["files"] == 64
+    assert record["inputs"]["ct_resampled"] is False  # the phantom writer's CT lies on the PET grid
 
 
 def test_resume_skips_and_a_touched_slice_redoes(engine, tmp_path):
@@ -115,8 +116,9 @@ def test_dicom_seg_format_alone_and_a_nifti_study_it_cannot_serve(engine, tmp_pa
     out = tmp_path / "out"
     assert _run(engine, [tmp_path / "in"], out, "--format", "dicom-seg") == 1
     records = _report(out)
-    dicom = next(r for r in records.values() if r["inputs"])
-    nifti = next(r for r in records.values() if not r["inputs"])
+    dicom = next(r for r in records.values() if "dicom" in r["inputs"])
+    nifti = next(r for r in records.values() if "dicom" not in r["inputs"])
     assert dicom["status"] == "ok" and set(dicom["outputs"]) == {"seg"}
     assert nifti["status"] == "failed" and "--format nii.gz" in nifti["error"]
-    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [f"{dicom['case_id']}_seg.dcm", "report.json"]
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [f"{dicom['case_id']}_seg.dcm", "lesions.csv", "report.html",
+                                                                   "report.json"]
