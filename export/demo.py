@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         infer_args += ["--threads", str(args.threads)]
     code = infer_main(infer_args)
     print(f"QC pictures (coronal PET MIP, mask in colour): {predictions / 'qc'}")
+    print(f"review page (open in a browser; offline): {predictions / 'report.html'}; "
+          f"lesion table: {predictions / 'lesions.csv'}")
     print(f"demo finished in {time.perf_counter() - started:.1f} s")
     return code
 
