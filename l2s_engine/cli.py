@@ -92,6 +92,56 @@ def eval_main(argv: list[str] | None = None) -> int:
     return _guarded("l2s-eval", _evaluate, args)
 
 
+def report_main(argv: list[str] | None = None) -> int:
+    """l2s-report OUT: merge the parts of a split cohort (if any) and write OUT/report.html."""
+    parser = argparse.ArgumentParser(
+        prog="l2s-report",
+        description="Write OUT/report.html (one self-contained page: run facts, QC thumbnails, per-study readout, "
+                    "metrics, flags, stage times) from OUT/report.json. Where OUT holds the reports of a cohort run "
+                    "in parts (l2s-infer --num-parts N --part-id K), first merge them into report.json and "
+                    "lesions.csv; exit status 1 when a part is missing or unfinished (each is named).")
+    parser.add_argument("out", type=Path, help="output folder of an l2s-infer run (holds report.json or its parts)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    return _guarded("l2s-report", _report, args)
+
+
+def _report(args) -> int:
+    from .report_html import write_html
+    from .shards import find_parts
+
+    problems = _merge_parts(args.out) if find_parts(args.out) else []
+    print(write_html(args.out))
+    for problem in problems:
+        print(f"l2s-report: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _merge_parts(out: Path) -> list[str]:
+    """Write OUT/report.json and lesions.csv from the parts; returns what keeps the merge from being whole."""
+    import dataclasses
+    import datetime
+    import json
+
+    from .files import write_csv_atomic, write_text_atomic
+    from .readout import LESION_CSV_FIELDS
+    from .scheduler import LESIONS, REPORT, StudyRecord, summary
+    from .shards import merge
+
+    merged = merge(out)
+    report = merged.report
+    names = {f.name for f in dataclasses.fields(StudyRecord)}
+    report["summary"] = summary([StudyRecord(**{k: v for k, v in s.items() if k in names}) for s in report["studies"]])
+    finished = [p["finished"] for p in report["parts"].values()]
+    report["finished"] = max(finished, key=datetime.datetime.fromisoformat) if all(finished) else None
+    report.pop("wall_seconds", None)  # each part's own: in the part reports
+    write_text_atomic(out / REPORT, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    write_csv_atomic(out / LESIONS, LESION_CSV_FIELDS, merged.lesions)
+    print(f"merged {len(report['parts'])} part report(s): {len(report['studies'])} studies -> {out / REPORT}")
+    return merged.problems
+
+
 def _guarded(prog: str, run, args) -> int:
     """Run a command; an L2SError becomes one line on stderr and exit status 2."""
     try:
@@ -236,6 +286,11 @@ def infer_main(argv: list[str] | None = None) -> int:
                              "several (default: the one that is attenuation- and decay-corrected)")
     parser.add_argument("--ct-series", metavar="NUMBER|UID",
                         help="DICOM: the CT series to use where several share the PT's frame of reference")
+    parser.add_argument("--num-parts", type=int, metavar="N",
+                        help="split the cohort into N parts (with --part-id): this process runs every N-th study of "
+                             "the list sorted by case id and writes report.part-K-of-N.json; run the N parts anywhere "
+                             "on one shared output folder, then l2s-report OUT merges them")
+    parser.add_argument("--part-id", type=int, metavar="K", help="which part this process runs, 0 to N-1")
     parser.add_argument("--grand-challenge", action="store_true",
                         help="read GC_INPUT/images/{pet,ct}, write GC_OUTPUT/images/automated-petct-lesion-segmentation/<uuid>.mha")
     parser.add_argument("--gc-input", type=Path, default=Path("/input"), help="grand-challenge input (default /input)")
@@ -246,6 +301,17 @@ def infer_main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     if args.grand_challenge == bool(args.inputs):
         parser.error("give INPUT folders, or --grand-challenge (which reads --gc-input), not both")
+    if (args.num_parts is None) != (args.part_id is None):
+        parser.error("--num-parts and --part-id go together: --num-parts N --part-id K, 0 <= K < N")
+    if args.num_parts is not None:
+        from .shards import ShardError, check_part
+
+        try:
+            check_part(args.num_parts, args.part_id)
+        except ShardError as exc:
+            parser.error(str(exc))
+        if args.grand_challenge:
+            parser.error("--grand-challenge runs one container's input: it takes no --num-parts")
     return _guarded("l2s-infer", _infer, args)
 
 
@@ -307,7 +373,9 @@ def _infer(args) -> int:
     from .errors import OutputError
     from .files import ensure_writable_dir
     from .report_html import write_html
-    from .scheduler import LESIONS, REPORT, OutputOptions, run_studies, summary, write_lesions, write_report
+    from .scheduler import (LESIONS, REPORT, OutputOptions, StudyRecord, run_studies, summary, write_lesions,
+                            write_report)
+    from .shards import cohort_key, part_names, part_of
 
     backend, device, precision = _resolve_backend(args)
     options = InferOptions(backend=backend, device=device, precision=precision, threads=args.threads,
@@ -322,6 +390,8 @@ def _infer(args) -> int:
     else:
         inputs, out_dir, fmt = args.inputs, args.out, args.format
         report_path, lesions_path = args.out / REPORT, args.out / LESIONS
+        if args.num_parts is not None:
+            report_path, lesions_path = (args.out / name for name in part_names(args.num_parts, args.part_id))
     records_dir = args.gc_output / "l2s_provenance" if args.grand_challenge else None
     outputs = OutputOptions(out_dir, fmt, args.save_probs, args.qc, args.overwrite, records_dir, args.max_voxels)
     start, started = time.perf_counter(), _now()
@@ -334,20 +404,29 @@ def _infer(args) -> int:
         print(f"l2s-infer: no study found below {', '.join(map(str, inputs))}", file=sys.stderr)
         return 2
     ensure_writable_dir(report_path.parent)  # the output folders: in run_studies, before any study
+    extra = {"inputs": [str(p) for p in inputs], "hidden_folders_not_searched": [str(p) for p in hidden],
+             "started": started}
+    part_words = ""
+    if args.num_parts is not None:
+        extra["part"] = {"id": args.part_id, "of": args.num_parts, "cohort": cohort_key(refs)}
+        part_words = f"; part {args.part_id} of {args.num_parts}: {{}} of {len(refs)} studies"
+        refs = part_of(refs, args.num_parts, args.part_id)
+        part_words = part_words.format(len(refs))
     with engine:
         info = engine.describe()
         print(f"backend: {info['name']} {info['version'] or ''} ({_precision_words(info)}, {info['folds']} fold(s), "
               f"{info['preset']} preset, fusion {info['rule']}{_gpu_words(info)}) from {args.engine}; {len(refs)} stud"
-              f"{'y' if len(refs) == 1 else 'ies'} -> {out_dir}"
+              f"{'y' if len(refs) == 1 else 'ies'} -> {out_dir}{part_words}"
               + (f"; {len(hidden)} hidden folder(s) not searched (named above)" if hidden else ""))
-        records = run_studies(engine, refs, outputs, progress=not args.quiet)
+        if "part" in extra:  # written now, so that l2s-report can tell a started (or killed) part from a missing one
+            write_report(report_path, engine, [StudyRecord(r.case_id, source=str(r.folder)) for r in refs],
+                         {**extra, "finished": None})
+        records = run_studies(engine, refs, outputs, progress=not args.quiet, shared="part" in extra)
         try:
-            write_report(report_path, engine, records, {"inputs": [str(p) for p in inputs],
-                                                        "hidden_folders_not_searched": [str(p) for p in hidden],
-                                                        "started": started, "finished": _now(),
+            write_report(report_path, engine, records, {**extra, "finished": _now(),
                                                         "wall_seconds": round(time.perf_counter() - start, 3)})
             write_lesions(lesions_path, records)
-            if not args.grand_challenge:  # the challenge's output folder takes no page
+            if not args.grand_challenge and "part" not in extra:  # parts: the page comes from l2s-report's merge
                 write_html(report_path.parent)
         except OutputError as exc:
             print(f"l2s-infer: no report: {exc}", file=sys.stderr)

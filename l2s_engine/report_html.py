@@ -11,7 +11,6 @@ Standard library only: the page can be regenerated where only the report folder 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import hashlib
@@ -20,7 +19,6 @@ import json
 import logging
 import math
 import re
-import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -184,26 +182,6 @@ def write_html(out_dir: Path) -> Path:
         raise OutputError(f"{path}: not an l2s-infer report (expected an object with a list of studies); "
                           "give the output folder of an l2s-infer run")
     return write_text_atomic(out_dir / PAGE, render_html(report, out_dir, generated=mtime))
-
-
-def report_main(argv: list[str] | None = None) -> int:
-    """l2s-report OUT: regenerate OUT/report.html from OUT/report.json; prints the page's path."""
-    parser = argparse.ArgumentParser(
-        prog="l2s-report",
-        description="Write OUT/report.html (one self-contained page: run facts, QC thumbnails, "
-                    "per-study readout, metrics, flags, stage times) from OUT/report.json.")
-    parser.add_argument("out", type=Path, help="output folder of an l2s-infer run (holds report.json)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        page = write_html(args.out)
-    except OutputError as exc:
-        print(f"l2s-report: {exc}", file=sys.stderr)
-        return 2
-    print(page)
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import __version__, provenance
 from .errors import OutputError
-from .files import ensure_writable_dir, remove_stale_partials, write_text_atomic
+from .files import ensure_writable_dir, remove_stale_partials, write_csv_atomic, write_text_atomic
 from .io import StudyRef, load_study
 from .io.images import image_from_array, write_image_atomic
 from .io.writing import write_mask
@@ -36,6 +36,7 @@ FORMATS = {"nii.gz": ".nii.gz", "mha": ".mha", "dicom-seg": None}
 SEG_SUFFIX = "_seg.dcm"  # DICOM studies: the DICOM Segmentation beside (or instead of) the mask
 REPORT = "report.json"
 LESIONS = "lesions.csv"
+SHARED_STALE_S = 3600.0  # a temporary file this old in a shared output folder is left by a killed process
 READOUT_KEYS = ("tmtv_ml", "tlg_ml", "suvmax", "suvmean", "suvpeak", "lesion_count")
 _DONE = object()
 
@@ -152,19 +153,20 @@ class WriteJob:
     readout: dict = field(default_factory=dict)             # summary and lesion rows, kept in the record
 
 
-def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, progress: bool = True) -> list[StudyRecord]:
+def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, progress: bool = True,
+                shared: bool = False) -> list[StudyRecord]:
     """Segment every study of ``refs`` and write its outputs; returns one record per study.
 
     A study is skipped only when its provenance record shows that its outputs were made from
     these very inputs with this engine and these options (``provenance.why_not_done``), unless
     ``outputs.overwrite``. At most two studies' volumes are in memory at once (the one running
     and the one read ahead). Every output folder is checked for writability first, and
-    temporary files left by an interrupted run are removed.
+    temporary files left by an interrupted run are removed (``shared``: see ``prepare_outputs``).
 
     Raises:
         OutputError: an output folder is not usable (before any study is run).
     """
-    prepare_outputs(outputs)
+    prepare_outputs(outputs, shared)
     records = {r.case_id: StudyRecord(r.case_id, source=str(r.folder)) for r in refs}
     run = provenance.run_key(engine)
     todo, unvouched = _plan(refs, outputs, run, records)
@@ -215,8 +217,13 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
     return [records[r.case_id] for r in refs]
 
 
-def prepare_outputs(outputs: OutputOptions) -> None:
+def prepare_outputs(outputs: OutputOptions, shared: bool = False) -> None:
     """Check every output folder is writable and remove temporary files of an interrupted run.
+
+    Args:
+        outputs: the run's outputs.
+        shared: other processes (parts of one cohort) write into the same folders now: only
+            temporary files older than ``SHARED_STALE_S`` are theirs to lose, no write takes that long.
 
     Raises:
         OutputError: naming the folder that is a file, cannot be created or is not writable.
@@ -224,7 +231,7 @@ def prepare_outputs(outputs: OutputOptions) -> None:
     started = time.time()
     for folder in outputs.folders():
         ensure_writable_dir(folder)
-    stale = remove_stale_partials(outputs.folders(), older_than=started)
+    stale = remove_stale_partials(outputs.folders(), older_than=started - (SHARED_STALE_S if shared else 0.0))
     if stale:
         log.info("removed %d temporary file(s) left by an interrupted run", len(stale))
 
@@ -438,16 +445,9 @@ def write_lesions(path: Path, records: list[StudyRecord]) -> Path:
     Raises:
         OutputError: it cannot be written; the previous one is kept.
     """
-    import csv
-    import io
-
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=LESION_CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        if record.status in ("ok", "skipped"):
-            writer.writerows({k: _csv_value(row.get(k)) for k in LESION_CSV_FIELDS} for row in record.lesions)
-    return write_text_atomic(path, text.getvalue())
+    rows = [{k: _csv_value(row.get(k)) for k in LESION_CSV_FIELDS}
+            for record in records if record.status in ("ok", "skipped") for row in record.lesions]
+    return write_csv_atomic(path, LESION_CSV_FIELDS, rows)
 
 
 def _csv_value(value):

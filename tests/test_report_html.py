@@ -15,7 +15,8 @@ import pytest
 from l2s_engine import report_html
 from l2s_engine.errors import OutputError
 from l2s_engine.qc import write_png
-from l2s_engine.report_html import LARGE_TMTV_ML, render_html, report_main, write_html
+from l2s_engine.cli import report_main
+from l2s_engine.report_html import LARGE_TMTV_ML, render_html, write_html
 
 HOSTILE_ERROR = 'StudyError: /data/x.nii.gz: <script>alert("pwned")</script> & <img src=x onerror=alert(1)> failed'
 HOSTILE_CASE = 'case&<b>"q\'<b>'  # a legal file name, so it can have a QC picture too
