@@ -291,6 +291,13 @@ def infer_main(argv: list[str] | None = None) -> int:
                              "the list sorted by case id and writes report.part-K-of-N.json; run the N parts anywhere "
                              "on one shared output folder, then l2s-report OUT merges them")
     parser.add_argument("--part-id", type=int, metavar="K", help="which part this process runs, 0 to N-1")
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help="run the studies on a Ray cluster: `local` starts one on this machine, `auto` joins the "
+                             "cluster this machine belongs to, or the head's host:port; one worker per GPU (--device "
+                             "cuda) or per --threads CPU cores (default 1), each holding the engine open; inputs and "
+                             "outputs on a folder every node sees (needs l2s-engine[ray])")
+    parser.add_argument("--ray-workers", type=int, metavar="N",
+                        help="Ray workers to start (default: as many as the cluster's GPUs or CPUs allow)")
     parser.add_argument("--grand-challenge", action="store_true",
                         help="read GC_INPUT/images/{pet,ct}, write GC_OUTPUT/images/automated-petct-lesion-segmentation/<uuid>.mha")
     parser.add_argument("--gc-input", type=Path, default=Path("/input"), help="grand-challenge input (default /input)")
@@ -357,6 +364,28 @@ def _gpu_words(info: dict) -> str:
     return f", GPU pipeline on {info['gpu']}, kernels: {info['kernels']}" if "gpu" in info else ""
 
 
+def _banner(info: dict, engine_dir: Path, words: str) -> str:
+    return (f"backend: {info['name']} {info['version'] or ''} ({_precision_words(info)}, {info['folds']} fold(s), "
+            f"{info['preset']} preset, fusion {info['rule']}{_gpu_words(info)}) from {engine_dir}; {words}")
+
+
+def _run_on_ray(args, options, refs, outputs, words):
+    """(records, the engine's stand-in for the report) of a run on a Ray cluster."""
+    import dataclasses
+
+    from .cluster import Placement, connect, run_on_ray
+
+    cpus = args.threads or 1
+    ray = connect(args.ray)
+    try:
+        placement = Placement(args.ray_workers, cpus=cpus, gpus=1 if (options.device or "cpu").startswith("cuda") else 0)
+        return run_on_ray(ray, args.engine, dataclasses.replace(options, threads=cpus), refs, outputs, placement,
+                          keep_maps=args.save_probs, progress=not args.quiet,
+                          on_start=lambda info: print(_banner(info, args.engine, words)))
+    finally:
+        ray.shutdown()
+
+
 def _now() -> str:
     """This moment in ISO 8601 with the local UTC offset (what report.json's dates say)."""
     import datetime
@@ -371,6 +400,7 @@ def _infer(args) -> int:
     from .io.dicom_select import SeriesChoice
     from .pipeline import InferOptions, open_engine
     from .errors import OutputError
+    from .manifest import read_manifest
     from .files import ensure_writable_dir
     from .report_html import write_html
     from .scheduler import (LESIONS, REPORT, OutputOptions, StudyRecord, run_studies, summary, write_lesions,
@@ -396,7 +426,9 @@ def _infer(args) -> int:
     outputs = OutputOptions(out_dir, fmt, args.save_probs, args.qc, args.overwrite, records_dir, args.max_voxels)
     start, started = time.perf_counter(), _now()
     # a bad engine directory is reported before any input is scanned
-    engine = open_engine(args.engine, options, keep_maps=args.save_probs)
+    engine = None if args.ray else open_engine(args.engine, options, keep_maps=args.save_probs)
+    if args.ray:
+        read_manifest(args.engine)  # the workers open it; its hashes are checked here first
     hidden: list[Path] = []
     refs = find_studies(inputs, args.pet_channel, args.ct_channel, hidden,
                         SeriesChoice(args.pet_series, args.ct_series))
@@ -406,31 +438,36 @@ def _infer(args) -> int:
     ensure_writable_dir(report_path.parent)  # the output folders: in run_studies, before any study
     extra = {"inputs": [str(p) for p in inputs], "hidden_folders_not_searched": [str(p) for p in hidden],
              "started": started}
-    part_words = ""
+    words = f"{len(refs)} stud{'y' if len(refs) == 1 else 'ies'} -> {out_dir}" + (
+        f"; {len(hidden)} hidden folder(s) not searched (named above)" if hidden else "")
     if args.num_parts is not None:
         extra["part"] = {"id": args.part_id, "of": args.num_parts, "cohort": cohort_key(refs)}
-        part_words = f"; part {args.part_id} of {args.num_parts}: {{}} of {len(refs)} studies"
         refs = part_of(refs, args.num_parts, args.part_id)
-        part_words = part_words.format(len(refs))
-    with engine:
-        info = engine.describe()
-        print(f"backend: {info['name']} {info['version'] or ''} ({_precision_words(info)}, {info['folds']} fold(s), "
-              f"{info['preset']} preset, fusion {info['rule']}{_gpu_words(info)}) from {args.engine}; {len(refs)} stud"
-              f"{'y' if len(refs) == 1 else 'ies'} -> {out_dir}{part_words}"
-              + (f"; {len(hidden)} hidden folder(s) not searched (named above)" if hidden else ""))
-        if "part" in extra:  # written now, so that l2s-report can tell a started (or killed) part from a missing one
-            write_report(report_path, engine, [StudyRecord(r.case_id, source=str(r.folder)) for r in refs],
-                         {**extra, "finished": None})
-        records = run_studies(engine, refs, outputs, progress=not args.quiet, shared="part" in extra)
+        words += f"; part {args.part_id} of {args.num_parts}: {len(refs)} of them"
+    def publish(engine_like, records) -> Path | None:
+        """report.json, lesions.csv and report.html; None when they cannot be written (said on stderr)."""
         try:
-            write_report(report_path, engine, records, {**extra, "finished": _now(),
-                                                        "wall_seconds": round(time.perf_counter() - start, 3)})
+            write_report(report_path, engine_like, records, {**extra, "finished": _now(),
+                                                             "wall_seconds": round(time.perf_counter() - start, 3)})
             write_lesions(lesions_path, records)
             if not args.grand_challenge and "part" not in extra:  # parts: the page comes from l2s-report's merge
                 write_html(report_path.parent)
         except OutputError as exc:
             print(f"l2s-infer: no report: {exc}", file=sys.stderr)
-            report_path = None
+            return None
+        return report_path
+
+    if args.ray:
+        records, stand_in = _run_on_ray(args, options, refs, outputs, words)
+        written = publish(stand_in, records)
+    else:
+        with engine:
+            print(_banner(engine.describe(), args.engine, words))
+            if "part" in extra:  # written now, so that l2s-report can tell a started (or killed) part from a missing one
+                write_report(report_path, engine, [StudyRecord(r.case_id, source=str(r.folder)) for r in refs],
+                             {**extra, "finished": None})
+            records = run_studies(engine, refs, outputs, progress=not args.quiet, shared="part" in extra)
+            written = publish(engine, records)
     totals = summary(records)
     for r in records:
         if r.status == "failed":
@@ -443,7 +480,7 @@ def _infer(args) -> int:
     for convention, agg in totals.get("metrics", {}).items():
         print(f"{convention:>13}: Dice {_fmt(agg['dice'])}  FPV {_fmt(agg['fpv_ml'])} mL  FNV {_fmt(agg['fnv_ml'])} mL "
               f"({agg['cases']} labelled, {agg['positive_cases']} with lesions)")
-    if report_path is None:
+    if written is None:
         return 1
-    print(f"report: {report_path}")
+    print(f"report: {written}")
     return 1 if totals["failed"] else 0

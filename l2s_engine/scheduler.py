@@ -335,23 +335,57 @@ def _read_all(refs: list[StudyRef], loaded: queue.Queue, slot: threading.Semapho
 def _write_all(to_write: queue.Queue, outputs: OutputOptions, records: dict[str, StudyRecord], run: dict,
                unvouched: set[str]) -> None:
     while (job := to_write.get()) is not _DONE:
-        record = records[job.ref.case_id]
-        start = time.perf_counter()
-        try:
-            written = write_outputs(job, outputs)
-            # last, once every output is in place: the record that makes the study "done"
-            readout = {"summary": job.readout.get("summary", {}), "lesions": job.readout.get("lesions", [])}
-            provenance.write_record(outputs.record_path(job.ref.case_id), provenance.make_record(
-                job.ref, run, written, readout=readout, study_inputs=job.readout.get("study_inputs", {})))
-            record.outputs = {k: str(p) for k, p in written.items()}
-            record.status = "ok"
-        except Exception as exc:
-            record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
-            log.error("%s: FAILED writing outputs: %s", job.ref.case_id, exc)
-            # a study is published whole or not at all: no mask without its maps, no old maps
-            _withdraw(outputs, job.ref)
-        record.timings["write"] = time.perf_counter() - start
+        _publish(job, outputs, records[job.ref.case_id], run)
         del job
+
+
+def _publish(job: WriteJob, outputs: OutputOptions, record: StudyRecord, run: dict) -> None:
+    """Write one study's outputs, then its provenance record; on failure withdraw them all."""
+    start = time.perf_counter()
+    try:
+        written = write_outputs(job, outputs)
+        # last, once every output is in place: the record that makes the study "done"
+        readout = {"summary": job.readout.get("summary", {}), "lesions": job.readout.get("lesions", [])}
+        provenance.write_record(outputs.record_path(job.ref.case_id), provenance.make_record(
+            job.ref, run, written, readout=readout, study_inputs=job.readout.get("study_inputs", {})))
+        record.outputs = {k: str(p) for k, p in written.items()}
+        record.status = "ok"
+    except Exception as exc:
+        record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("%s: FAILED writing outputs: %s", job.ref.case_id, exc)
+        # a study is published whole or not at all: no mask without its maps, no old maps
+        _withdraw(outputs, job.ref)
+    record.timings["write"] = time.perf_counter() - start
+
+
+def run_one(engine: Engine, ref: StudyRef, outputs: OutputOptions, run: dict) -> StudyRecord:
+    """One study from its files to its published outputs, in this thread (a cluster worker's unit).
+
+    Idempotent: a study whose record shows it done (say, by an earlier try of this very call
+    that died before it could answer) is reported as skipped, not written again.
+    """
+    record = StudyRecord(ref.case_id, source=str(ref.folder))
+    todo, unvouched = _plan([ref], outputs, run, {ref.case_id: record})
+    if not todo:
+        return record
+    start = time.perf_counter()
+    job = None
+    try:
+        study = load_study(ref, outputs.max_voxels)
+        record.timings["read"] = time.perf_counter() - start
+        job, error = _segment(engine, study, None, record, outputs, None)
+        del study
+    except Exception as exc:  # reported with the study's name, as by run_studies
+        error = exc
+    if job is not None:
+        _publish(job, outputs, record, run)
+    else:
+        record.status, record.error = "failed", f"{type(error).__name__}: {error}"
+        log.error("%s: FAILED: %s", ref.case_id, error)
+        if ref.case_id in unvouched:
+            _withdraw(outputs, ref)
+    record.peak_rss_mb = round(peak_rss_mb(), 1)
+    return record
 
 
 def _withdraw(outputs: OutputOptions, ref: StudyRef) -> None:
