@@ -126,7 +126,7 @@ def run_on_ray(ray, engine_dir: Path, options, refs: list, outputs, placement: P
     todo, _unvouched = _plan(refs, outputs, run, records)
     log.info("Ray: %d worker(s) x %d CPU%s, %d studies to run", count, placement.cpus,
              f" + {placement.gpus} GPU" if placement.gpus else "", len(todo))
-    _dispatch(ray, workers, todo, records, progress)
+    info["dispatch_seconds"] = _dispatch(ray, workers, todo, records, progress)
     names = set(StudyRecord.__dataclass_fields__)
     out = [r if isinstance(r, StudyRecord) else StudyRecord(**{k: v for k, v in r.items() if k in names})
            for r in (records[ref.case_id] for ref in refs)]
@@ -143,8 +143,11 @@ def _workers_that_fit(ray, placement: Placement) -> int:
     return count
 
 
-def _dispatch(ray, workers: list, todo: list, records: dict, progress: bool) -> None:
-    """Keep every worker ``IN_FLIGHT`` studies deep until all are done; record each as it ends."""
+def _dispatch(ray, workers: list, todo: list, records: dict, progress: bool) -> float:
+    """Keep every worker ``IN_FLIGHT`` studies deep until all are done; record each as it ends.
+
+    Returns the seconds from the first study handed out to the last one back.
+    """
     queue = list(todo)
     pending: dict = {}
     depth = {i: 0 for i in range(len(workers))}
@@ -167,4 +170,6 @@ def _dispatch(ray, workers: list, todo: list, records: dict, progress: bool) -> 
             log.error("%s: FAILED: %s", ref.case_id, record.error)
         bar.update(1)
     bar.close()
-    log.info("Ray: %d studies in %.1f s", len(todo), time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    log.info("Ray: %d studies in %.1f s", len(todo), seconds)
+    return round(seconds, 3)
