@@ -48,7 +48,9 @@ def test_torch_fp16_gpu_pipeline_gives_the_cpu_mask(programs):
             dice = _dice(got.mask, ref.mask)
             assert dice >= 0.995, (phantom.case_id, dice, int(got.mask.sum()), int(ref.mask.sum()))
             lesions += int(ref.mask.sum())
-            assert got.timings["device"] > 0 and got.timings["overlap"] >= 0
+            # the streams overlap at most for the shorter of the two stages
+            t = got.timings
+            assert t["device"] > 0 and 0.0 <= t["overlap"] <= min(t["2d"], t["3d"]) + 1e-3
     assert lesions > 0
 
 

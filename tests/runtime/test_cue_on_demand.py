@@ -57,10 +57,22 @@ def test_same_mask_as_the_whole_cue_with_fewer_slices(tmp_path):
     assert decided > 0  # the cue mattered somewhere, so skipping slices was tested
 
 
-def test_components_rule_and_full_cue_run_every_body_slice(tmp_path):
+@pytest.mark.parametrize("options", [InferOptions(rule="components"), InferOptions(full_cue=True)],
+                         ids=["components-rule", "full-cue"])
+def test_components_rule_and_full_cue_run_every_body_slice(tmp_path, options):
     engine_dir = fast_engine(tmp_path / "engine")
     phantom = make_phantom(0, seed=1000, size="small")
-    with Engine(engine_dir, InferOptions(rule="components")) as engine:
-        assert not engine.cue_on_demand
-        got = engine.segment(phantom.pet, phantom.ct, phantom.geometry)
+    # coronal slices (planes of one anterior-posterior index) holding a body voxel: CT above
+    # -500 HU or PET above 0.3 SUV, counted here along the geometry's anterior-posterior axis
+    body = (phantom.ct > -500) | (phantom.pet > 0.3)
+    ap = phantom.geometry.anterior_posterior_axis()
+    body_slices = int(np.count_nonzero(body.any(axis=tuple(a for a in range(3) if a != ap))))
+    assert 0 < body_slices < phantom.pet.shape[ap]  # the phantom has air slices to leave out
+    with Engine(engine_dir, options) as engine:
+        assert not engine.cue_on_demand and engine.describe()["cue"] == "full"
+        bar = Bar()
+        got = engine.segment(phantom.pet, phantom.ct, phantom.geometry, progress=bar)
     assert "slices_candidates" not in got.work
+    assert got.work["slices_run"] == body_slices
+    # every batch ticked: the body slices' 2D batches and the 3D batches
+    assert bar.n == bar.total == -(-body_slices // options.batch_2d) + -(-got.work["windows_run"] // options.batch_3d)
