@@ -139,7 +139,7 @@ def test_newer_schema_says_upgrade_the_runtime_older_says_re_export(tmp_path):
                            (0, r"schema 0, this runtime reads 1; re-run `l2s-export"),
                            (None, r"schema None, this runtime reads 1; re-run `l2s-export"),
                            ("2", r"schema '2', this runtime reads 1; re-run `l2s-export")):
-        _rewrite(tmp_path, lambda data: {**data, "schema_version": version})
+        _rewrite(tmp_path, lambda data, version=version: {**data, "schema_version": version})
         with pytest.raises(ManifestError, match=words) as caught:
             read_manifest(tmp_path)
         assert ("upgrade l2s-engine" in str(caught.value)) == (version == 2)

@@ -121,7 +121,7 @@ class Backend(ABC):
         """What this model file ran as, for the report (backends that choose more say more)."""
         return {"file": self.path.name}
 
-    def release_memory(self) -> None:
+    def release_memory(self) -> None:  # noqa: B027 - a no-op unless a backend keeps memory
         """Free working memory the backend keeps between calls (a stage is done); the next call
         allocates it again. Most backends keep none."""
 
