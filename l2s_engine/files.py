@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputError
@@ -59,24 +61,53 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     Raises:
         OutputError: the folder is not writable or the disk is full; nothing was replaced.
     """
+    with publishing(path) as tmp:
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write it ({exc.strerror or exc}); free space or fix the "
+                              "permissions of the output folder and run again") from exc
+    return Path(path)
+
+
+@contextmanager
+def publishing(path: Path, stem: str | None = None, suffix: str = "") -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; renamed over ``path`` when the block ends well.
+
+    The one way outputs are published: the block writes (and may verify) the temporary file
+    ``.<stem>.<random>.partial<suffix>``; then it is flushed to the disk (a full disk may only
+    say so at ``fsync``), given the usual file mode and renamed into place. On any error it is
+    removed and ``path`` is left as it was.
+
+    Args:
+        path: the file to publish.
+        stem: the temporary name's stem (default ``path``'s name).
+        suffix: the temporary name's ending (a writer that picks its format by the name needs it).
+
+    Raises:
+        OutputError: the temporary file cannot be made, flushed or renamed.
+    """
     path = Path(path)
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        tmp = Path(name)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)
+        fd, name = tempfile.mkstemp(prefix=f".{stem or path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create a file in its folder ({exc.strerror or exc}); fix the "
+                          "permissions of the output folder or choose another one") from exc
+    tmp = Path(name)
+    try:
+        yield tmp
+        sync_file(tmp, path)
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
         os.replace(tmp, path)
     except OSError as exc:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write it ({exc.strerror or exc}); free space or fix the "
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot publish it ({exc.strerror or exc}); free space or fix the "
                           "permissions of the output folder and run again") from exc
-    return path
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def ensure_writable_dir(folder: Path) -> Path:

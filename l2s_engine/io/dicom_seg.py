@@ -18,8 +18,6 @@ without them.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import OutputError, UnreadableImageError
-from ..files import UMASK, sync_file
+from ..files import publishing
 
 log = logging.getLogger(__name__)
 
@@ -117,27 +115,13 @@ def _check_one_series(datasets, sources: list[Path], path: Path) -> None:
 
 def _save_atomic(pydicom, seg, path: Path, expected: dict) -> None:
     """Save ``seg`` to a temporary file, check it read back, then rename it onto ``path``."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot create a file in its folder ({exc.strerror or exc}); fix the "
-                          "permissions of the output folder or choose another one") from exc
-    tmp = Path(tmp_name)
-    try:
+    with publishing(path) as tmp:
         try:
             seg.save_as(tmp, enforce_file_format=True)
         except OSError as exc:
             raise OutputError(f"{path}: cannot write the SEG ({exc.strerror or exc}); free space or fix the "
                               "permissions of the output folder and run again") from exc
-        sync_file(tmp, path)
         _verify(pydicom, tmp, path, expected)
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _verify(pydicom, tmp: Path, final: Path, expected: dict) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from ..errors import (
     OutputError,
     UnreadableImageError,
 )
-from ..files import UMASK, sync_file
+from ..files import publishing
 from ..geometry import Geometry
 from .headers import Declared, HeaderError, declared
 from .nifti import NIFTI_READ_ERRORS, holds_all_bytes, scan_nifti
@@ -217,22 +215,13 @@ def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> 
         raise OutputError(f"{path}: unsupported image suffix; use one of {', '.join(IMAGE_SUFFIXES)}")
     if split[1].lower() in (".mhd", ".nhdr"):
         raise OutputError(f"{path}: header+data formats cannot be written atomically; use .mha or .nrrd")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{split[0]}.", suffix=f".partial{split[1]}", dir=path.parent)
-    os.close(fd)
-    try:
+    with publishing(path, stem=split[0], suffix=split[1]) as tmp:
         try:
-            sitk.WriteImage(image, tmp_name, compress)
+            sitk.WriteImage(image, str(tmp), compress)
         except RuntimeError as exc:
             raise OutputError(f"{path}: cannot write the image ({str(exc).strip().splitlines()[-1]}); "
                               "check free space and permissions of the output folder") from exc
-        sync_file(Path(tmp_name), path)
-        verify_written(Path(tmp_name), image, path)
-        os.chmod(tmp_name, 0o666 & ~UMASK)  # mkstemp makes 0600 files; outputs get the usual mode
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        verify_written(tmp, image, path)
     return path
 
 
