@@ -305,8 +305,10 @@ def add_body_slice_dice(runs: dict, reference: str, loaders: list, results: Path
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float | None:
-    total = int(a.sum()) + int(b.sum())
-    return None if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+    """Dice of two masks, None when both are empty (no overlap to judge)."""
+    from l2s_engine.metrics import mask_dice
+
+    return mask_dice(a, b, empty=None)
 
 
 def main(argv: list[str] | None = None) -> int:

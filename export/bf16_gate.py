@@ -15,18 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from l2s_engine.cpuinfo import this_cpu
+from l2s_engine.metrics import mask_dice as dice
 from l2s_engine.phantoms import make_phantom
 from l2s_engine.pipeline import Engine, InferOptions
 from l2s_engine.precision import GATE_DICE
 
 log = logging.getLogger("l2s_export")
 MAPS = {"loc2d": "cue", "seg3d": "p3d"}  # the map each network makes
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two masks; 1.0 where both are empty."""
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def bf16_gate(engine_dir: Path, studies: list) -> dict[str, dict]:

@@ -19,7 +19,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cc3d
 import numpy as np
 
 CONNECTIVITY = 18
@@ -53,6 +52,8 @@ class CaseMetrics:
 
 def unmatched_component_voxels(mask: np.ndarray, other: np.ndarray) -> int:
     """Voxels of the 18-connected components of ``mask`` that share no voxel with ``other``."""
+    import cc3d  # here, so that mask_dice works where cc3d is not installed (GPU check hosts)
+
     labels, count = cc3d.connected_components(mask, connectivity=CONNECTIVITY, return_N=True)
     if count == 0:
         return 0
@@ -78,13 +79,22 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, voxel_volume_ml: float, case_
     if pred.shape != gt.shape:
         raise ValueError(f"case {case_id!r}: prediction shape {pred.shape} differs from truth shape {gt.shape}")
     pred_b, gt_b = pred != 0, gt != 0
-    n_pred, n_gt = int(pred_b.sum()), int(gt_b.sum())
-    overlap = int(np.count_nonzero(pred_b & gt_b))
+    n_pred, n_gt = int(np.count_nonzero(pred_b)), int(np.count_nonzero(gt_b))
     fpv = unmatched_component_voxels(pred_b, gt_b) * voxel_volume_ml
     if n_gt == 0:
         return CaseMetrics(case_id, 0, n_pred, math.nan, fpv, math.nan)
     fnv = unmatched_component_voxels(gt_b, pred_b) * voxel_volume_ml
-    return CaseMetrics(case_id, n_gt, n_pred, 2.0 * overlap / (n_gt + n_pred), fpv, fnv)
+    return CaseMetrics(case_id, n_gt, n_pred, mask_dice(pred_b, gt_b), fpv, fnv)
+
+
+def mask_dice(a: np.ndarray, b: np.ndarray, empty: float | None = 1.0) -> float | None:
+    """Dice 2|A n B| / (|A| + |B|) of two masks (non-zero is lesion); ``empty`` when both are empty.
+
+    The one Dice of the project: metrics, the bf16 gate, benchmarks and tests compare masks with it.
+    """
+    a, b = np.asarray(a) != 0, np.asarray(b) != 0
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return empty if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
 
 
 def aggregate(cases: Sequence[CaseMetrics], convention: str) -> dict[str, float]:

@@ -119,3 +119,15 @@ def test_random_masks_against_scipy_loop(seed):
 def test_shape_mismatch():
     with pytest.raises(ValueError, match="shape"):
         case_metrics(empty((3, 3, 3)), empty((3, 3, 4)), VV)
+
+
+def test_mask_dice_on_a_hand_built_pair():
+    from l2s_engine.metrics import mask_dice
+
+    a = np.zeros((2, 3, 4), np.uint8)
+    b = np.zeros((2, 3, 4), np.uint8)
+    a[0, :, :2] = 255          # 6 voxels, any non-zero value is lesion
+    b[0, 1:, 1:3] = 1          # 4 voxels; 2 of them shared with a
+    assert mask_dice(a, b) == 2 * 2 / (6 + 4)
+    assert mask_dice(a * 0, b * 0) == 1.0 and mask_dice(a * 0, b * 0, empty=None) is None
+    assert mask_dice(a, b * 0) == 0.0

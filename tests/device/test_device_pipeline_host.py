@@ -19,12 +19,37 @@ from l2s_engine.pipeline import Engine, InferOptions
 from .host_device import HostDevice
 
 
-def compare(engine_dir, options, phantom, kernels, keep_maps=True):
+def label_streams(engine):
+    """Name the engine's streams in the stand-in device's hazard messages."""
+    engine.device.label(copy=engine.copy_stream, stream_2d=engine.stream_2d, stream_3d=engine.stream_3d)
+
+
+def check_timings(timings, rule="paper", work=None):
+    """The device timings as the engine's events bound them: B waits for A's ``begin`` before its
+    first work and for A's ``2d_end`` before the fusion, so the 2D span, and B's 3D and fusion
+    spans (one after the other on B), lie inside ``device`` (``begin`` to ``end``); so does all the
+    work of the two streams (``work``: the stand-in's modelled seconds of it, where known)."""
+    t, eps = timings, 1e-9
+    if work is not None:
+        assert 0.0 < work <= t["device"] + eps, (work, t)
+    fusion = t["fusion"] if rule == "paper" else 0.0  # other rules add the host's fusion time
+    assert 0.0 < t["2d"] <= t["device"] + eps, t
+    assert 0.0 < t["3d"] and fusion >= 0.0 and t["3d"] + fusion <= t["device"] + eps, t
+    if rule == "paper":
+        assert t["overlap"] == pytest.approx(max(0.0, t["2d"] + t["3d"] + fusion - t["device"]), abs=eps), t
+
+
+def compare(engine_dir, options, phantom, kernels, keep_maps=True, device=None):
     # the GPU pipeline computes the whole cue: so does its reference
+    device = HostDevice(kernels) if device is None else device
     with Engine(engine_dir, dataclasses.replace(options, full_cue=True)) as host, \
-            DeviceEngine(engine_dir, options, keep_maps=keep_maps, device=HostDevice(kernels)) as device:
+            DeviceEngine(engine_dir, options, keep_maps=keep_maps, device=device) as engine:
+        label_streams(engine)
         ref = host.segment(phantom.pet, phantom.ct, phantom.geometry)
-        got = device.segment(phantom.pet, phantom.ct, phantom.geometry)
+        engine.stream_3d.synchronize()  # the engine's own upload (window weights) out of the way
+        before = device.work(engine.stream_2d, engine.stream_3d)
+        got = engine.segment(phantom.pet, phantom.ct, phantom.geometry)
+        work = device.work(engine.stream_2d, engine.stream_3d) - before
     assert got.work == ref.work
     differing = int((got.mask != ref.mask).sum())
     assert differing <= 2, differing  # float ties of p > t (host) vs logit > logit(t) (device) at most
@@ -35,8 +60,8 @@ def compare(engine_dir, options, phantom, kernels, keep_maps=True):
         np.testing.assert_allclose(got.p3d, ref.p3d, rtol=1e-5, atol=1e-6)
     else:
         assert got.p3d is None and got.cue is None
-    for stage in ("2d", "3d", "fusion", "device"):
-        assert got.timings[stage] >= 0.0
+    # the streams' work lies between the events on the network grid (resampling runs on B before)
+    check_timings(got.timings, options.rule, None if got.spacing["resampled"] else work)
     return ref, got
 
 

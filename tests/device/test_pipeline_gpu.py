@@ -5,8 +5,9 @@ file I/O, no SimpleITK). Skipped without a GPU."""
 import gc
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from l2s_engine.metrics import mask_dice as _dice
 
 from .gpu import cupy_or_skip
 
@@ -25,11 +26,6 @@ def programs(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("programs")
     return export_programs([DEMO], check_weights_dirs([DEMO]), out)
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a.astype(bool) & b.astype(bool)).sum()) / total
 
 
 def test_torch_fp16_gpu_pipeline_gives_the_cpu_mask(programs):

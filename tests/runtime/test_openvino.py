@@ -18,6 +18,7 @@ from l2s_engine.backends import MissingDependencyError, backend_class  # noqa: E
 from l2s_engine.backends import openvino as ovb  # noqa: E402
 from l2s_engine.cli import infer_main  # noqa: E402
 from l2s_engine.manifest import read_manifest  # noqa: E402
+from l2s_engine.metrics import mask_dice as _dice  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
 from l2s_engine.phantoms.files import write_study  # noqa: E402
 from l2s_engine.pipeline import Engine, InferOptions  # noqa: E402
@@ -36,11 +37,6 @@ FP32_TOLERANCE = 1e-4
 
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
-
-
-def _dice(a, b) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 @pytest.mark.parametrize("role", ["loc2d", "seg3d"])

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from l2s_engine.metrics import case_metrics  # noqa: E402
+from l2s_engine.metrics import mask_dice as _dice  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
 from l2s_engine.pipeline import Engine, InferOptions  # noqa: E402
 from l2s_engine.preprocess import window  # noqa: E402
@@ -26,11 +26,6 @@ def torch_reference_mask(spec: Spec, loc, seg, phantom) -> np.ndarray:
                          spec.seg3d, spec.fusion.step_fraction).astype(np.float64)
     f = spec.fusion
     return np.where(cue > f.cue_threshold, p3d > f.low_threshold, p3d > f.high_threshold)
-
-
-def _dice(a, b) -> float:
-    m = case_metrics(a.astype(np.uint8), b.astype(np.uint8), 1.0, "x")
-    return 1.0 if m.gt_voxels == m.pred_voxels == 0 else m.dice
 
 
 def test_onnxruntime_masks_equal_the_torch_pipeline_and_skipping_air_changes_nothing(demo_engine):
