@@ -117,7 +117,7 @@ def paper_weights(work: Path, sample) -> Path:
 
     import torch
 
-    from l2s_engine.preprocess import slices_to_input, to_coronal, window
+    from l2s_engine.preprocess import slices_to_input, to_coronal, intensity_window
     from l2s_engine.resample import spacing_zyx
     from l2s_engine.spec import preset
     from l2s_engine.tiling import pad_amounts
@@ -131,11 +131,11 @@ def paper_weights(work: Path, sample) -> Path:
     spec = dataclasses.replace(preset("paper"), spacing_zyx_mm=spacing)
     torch.manual_seed(PAPER_SEED)
     loc, seg = Loc2DNet(spec.loc2d).eval(), Seg3DNet(spec.seg3d).eval()
-    pet2 = to_coronal(window(sample.pet, *spec.loc2d.suv_window), sample.geometry)
+    pet2 = to_coronal(intensity_window(sample.pet, *spec.loc2d.suv_window), sample.geometry)
     middle = pet2.shape[0] // 2
     slices = slices_to_input(pet2, np.arange(middle - 12, middle + 12, 3), spec.loc2d.resize, spec.loc2d.crop,
                              spec.loc2d.in_slices)
-    volume = np.stack([window(sample.pet, *spec.seg3d.suv_window), window(sample.ct, *spec.seg3d.ct_window)])
+    volume = np.stack([intensity_window(sample.pet, *spec.seg3d.suv_window), intensity_window(sample.ct, *spec.seg3d.ct_window)])
     patch = spec.seg3d.patch
     volume = np.pad(volume, [(0, 0), *pad_amounts(volume.shape[1:], patch)], constant_values=-1.0)
     starts = [(n - p) // 2 for n, p in zip(volume.shape[1:], patch)]

@@ -16,7 +16,7 @@ import torch
 from l2s_engine.manifest import MANIFEST, ModelFile, TensorInfo, manifest_dict, sha256_of
 from l2s_engine.phantoms import make_phantom
 from l2s_engine.pipeline import Engine, InferOptions
-from l2s_engine.preprocess import slices_to_input, to_coronal, window
+from l2s_engine.preprocess import slices_to_input, to_coronal, intensity_window
 from l2s_engine.spec import Spec
 from l2s_engine.tiling import pad_amounts
 from l2s_training.models import Loc2DNet, Seg3DNet
@@ -45,14 +45,14 @@ def parity_batches(role: str, spec: Spec) -> list[np.ndarray]:
     noise = rng.uniform(-1.0, 1.0, input_shape(role, spec, batch=2)).astype(np.float32)
     phantom = _parity_phantom()
     if role == "loc2d":
-        coronal = to_coronal(window(phantom.pet, *spec.loc2d.suv_window), phantom.geometry)
+        coronal = to_coronal(intensity_window(phantom.pet, *spec.loc2d.suv_window), phantom.geometry)
         middle = coronal.shape[0] // 2
         real = slices_to_input(coronal, np.array([middle - 5, middle]), spec.loc2d.resize, spec.loc2d.crop,
                                spec.loc2d.in_slices)
     else:
         pads = pad_amounts(phantom.pet.shape, spec.seg3d.patch)
-        pet = np.pad(window(phantom.pet, *spec.seg3d.suv_window), pads, constant_values=-1.0)
-        ct = np.pad(window(phantom.ct, *spec.seg3d.ct_window), pads, constant_values=-1.0)
+        pet = np.pad(intensity_window(phantom.pet, *spec.seg3d.suv_window), pads, constant_values=-1.0)
+        ct = np.pad(intensity_window(phantom.ct, *spec.seg3d.ct_window), pads, constant_values=-1.0)
         start = [(n - p) // 2 for n, p in zip(pet.shape, spec.seg3d.patch)]
         box = tuple(slice(s, s + p) for s, p in zip(start, spec.seg3d.patch))
         real = np.stack([pet[box], ct[box]])[None]

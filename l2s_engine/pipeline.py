@@ -20,7 +20,7 @@ from .manifest import Manifest, read_manifest
 from .planning import BODY_HU, BODY_SUV, body_mask, occupied_slices, plan_windows, undecided_slices
 from .postprocess import RULES, fuse
 from .precision import PrecisionError, parse_precision
-from .preprocess import coronal_axes, to_coronal, window
+from .preprocess import coronal_axes, to_coronal, intensity_window
 from .resample import CT_ORDER, PET_ORDER, GridMap, grid_map
 from .spec import FusionSpec
 from .stages import run_loc2d, run_seg3d
@@ -258,11 +258,11 @@ class Engine:
 
         start = time.perf_counter()
         slices, plan, work = self.plan(pet_suv, ct_hu, geometry)
-        pet_3d = window(pet_suv, *spec.seg3d.suv_window)
+        pet_3d = intensity_window(pet_suv, *spec.seg3d.suv_window)
         # one volume fewer when both networks see the same PET window (both presets)
         same = tuple(spec.loc2d.suv_window) == tuple(spec.seg3d.suv_window)
-        pet_2d = pet_3d if same else window(pet_suv, *spec.loc2d.suv_window)
-        ct_3d = window(ct_hu, *spec.seg3d.ct_window)
+        pet_2d = pet_3d if same else intensity_window(pet_suv, *spec.loc2d.suv_window)
+        ct_3d = intensity_window(ct_hu, *spec.seg3d.ct_window)
         times["preprocess"] = time.perf_counter() - start
         tick = self._progress(progress, work)
 

@@ -11,7 +11,7 @@ import numpy as np
 from .geometry import Geometry
 
 
-def window(values: np.ndarray, low: float, high: float) -> np.ndarray:
+def intensity_window(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """Clip to [low, high] and map linearly to [-1, 1], as float32."""
     out = np.clip(values, low, high).astype(np.float32, copy=True)
     out -= np.float32(low)

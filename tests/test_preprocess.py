@@ -4,12 +4,12 @@ import pytest
 from l2s_engine.geometry import Geometry
 from l2s_engine.preprocess import (
     from_coronal,
+    intensity_window,
     resize_bilinear,
     slice_context,
     slices_from_output,
     slices_to_input,
     to_coronal,
-    window,
 )
 
 LPS_FLIPPED = (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
@@ -18,8 +18,8 @@ LPS_FLIPPED = (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
 def test_window_matches_the_formula():
     x = np.array([-5.0, 0.0, 7.5, 15.0, 30.0])
     ref = (np.clip(x, 0, 15) - 0) / 15 * 2 - 1
-    np.testing.assert_allclose(window(x, 0.0, 15.0), ref, atol=1e-6)
-    assert window(x, 0.0, 15.0).dtype == np.float32
+    np.testing.assert_allclose(intensity_window(x, 0.0, 15.0), ref, atol=1e-6)
+    assert intensity_window(x, 0.0, 15.0).dtype == np.float32
 
 
 @pytest.mark.parametrize("src, dst", [((7, 9), (16, 20)), ((5, 5), (5, 12)), ((12, 10), (12, 10))])

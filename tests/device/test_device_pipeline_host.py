@@ -31,17 +31,18 @@ def check_timings(timings, rule="paper", work=None):
     work of the two streams (``work``: the stand-in's modelled seconds of it, where known)."""
     t, eps = timings, 1e-9
     if work is not None:
-        assert 0.0 < work <= t["device"] + eps, (work, t)
+        assert 0.0 < work <= t["device"] + eps, f"the streams' work ({work:.6f} s) does not fit in the device time: {t}"
     fusion = t["fusion"] if rule == "paper" else 0.0  # other rules add the host's fusion time
-    assert 0.0 < t["2d"] <= t["device"] + eps, t
-    assert 0.0 < t["3d"] and fusion >= 0.0 and t["3d"] + fusion <= t["device"] + eps, t
+    assert 0.0 < t["2d"] <= t["device"] + eps, f"the 2D span does not fit in the device time: {t}"
+    assert 0.0 < t["3d"] and fusion >= 0.0 and t["3d"] + fusion <= t["device"] + eps, \
+        f"stream B's 3D and fusion spans do not fit in the device time: {t}"
     if rule == "paper":
         assert t["overlap"] == pytest.approx(max(0.0, t["2d"] + t["3d"] + fusion - t["device"]), abs=eps), t
 
 
-def compare(engine_dir, options, phantom, kernels, keep_maps=True, device=None):
+def compare(engine_dir, options, phantom, kernels, keep_maps=True):
     # the GPU pipeline computes the whole cue: so does its reference
-    device = HostDevice(kernels) if device is None else device
+    device = HostDevice(kernels)  # deferred, adversarial order, hazards checked
     with Engine(engine_dir, dataclasses.replace(options, full_cue=True)) as host, \
             DeviceEngine(engine_dir, options, keep_maps=keep_maps, device=device) as engine:
         label_streams(engine)

@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 from l2s_engine.metrics import mask_dice as _dice  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
 from l2s_engine.pipeline import Engine, InferOptions  # noqa: E402
-from l2s_engine.preprocess import window  # noqa: E402
+from l2s_engine.preprocess import intensity_window  # noqa: E402
 from l2s_engine.spec import Spec  # noqa: E402
 from l2s_training.models import Loc2DNet, Seg3DNet  # noqa: E402
 from l2s_training.predict import predict_cue, predict_volume  # noqa: E402
@@ -21,8 +21,8 @@ DEMO = Path(__file__).resolve().parents[2] / "weights" / "demo"
 
 def torch_reference_mask(spec: Spec, loc, seg, phantom) -> np.ndarray:
     """PyTorch networks, padded-volume sliding windows, and the paper rule in float64."""
-    cue = predict_cue(loc, window(phantom.pet, *spec.loc2d.suv_window), phantom.geometry, spec.loc2d).astype(np.float64)
-    p3d = predict_volume(seg, window(phantom.pet, *spec.seg3d.suv_window), window(phantom.ct, *spec.seg3d.ct_window),
+    cue = predict_cue(loc, intensity_window(phantom.pet, *spec.loc2d.suv_window), phantom.geometry, spec.loc2d).astype(np.float64)
+    p3d = predict_volume(seg, intensity_window(phantom.pet, *spec.seg3d.suv_window), intensity_window(phantom.ct, *spec.seg3d.ct_window),
                          spec.seg3d, spec.fusion.step_fraction).astype(np.float64)
     f = spec.fusion
     return np.where(cue > f.cue_threshold, p3d > f.low_threshold, p3d > f.high_threshold)

@@ -14,7 +14,7 @@ from l2s_engine.phantoms import make_phantom  # noqa: E402
 from l2s_engine.phantoms.study import SIZES  # noqa: E402
 from l2s_engine.pipeline import Engine, InferOptions  # noqa: E402
 from l2s_engine.postprocess import fuse_paper  # noqa: E402
-from l2s_engine.preprocess import window  # noqa: E402
+from l2s_engine.preprocess import intensity_window  # noqa: E402
 from l2s_engine.resample import grid_map, spacing_zyx  # noqa: E402
 from l2s_engine.stages import run_loc2d, run_seg3d  # noqa: E402
 
@@ -76,8 +76,8 @@ def test_studies_at_the_network_spacing_run_exactly_as_before(tmp_path):
             got = engine.segment(phantom.pet, phantom.ct, phantom.geometry)
             # the pipeline before the network spacing existed: the stages on the native arrays
             slices, plan, _ = engine.plan(phantom.pet, phantom.ct, phantom.geometry)
-            pet = window(phantom.pet, *engine.spec.seg3d.suv_window)
-            p3d = run_seg3d(engine.nets["seg3d"], pet, window(phantom.ct, *engine.spec.seg3d.ct_window), plan)
+            pet = intensity_window(phantom.pet, *engine.spec.seg3d.suv_window)
+            p3d = run_seg3d(engine.nets["seg3d"], pet, intensity_window(phantom.ct, *engine.spec.seg3d.ct_window), plan)
             cue = run_loc2d(engine.nets["loc2d"], pet, phantom.geometry, engine.spec.loc2d, slices)
         np.testing.assert_array_equal(got.p3d, p3d)
         np.testing.assert_array_equal(got.cue, cue)

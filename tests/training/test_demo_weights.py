@@ -9,7 +9,7 @@ pytest.importorskip("torch")
 
 from l2s_engine.metrics import case_metrics  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
-from l2s_engine.preprocess import window  # noqa: E402
+from l2s_engine.preprocess import intensity_window  # noqa: E402
 from l2s_engine.spec import preset  # noqa: E402
 from l2s_training.models import Seg3DNet  # noqa: E402
 from l2s_training.predict import predict_volume  # noqa: E402
@@ -33,7 +33,7 @@ def test_demo_3d_net_finds_lesions_in_unseen_phantoms():
     dice = []
     for index in (0, 2):                      # seed 4242 was never used for training
         p = make_phantom(index, seed=4242, size="small")
-        prob = predict_volume(model, window(p.pet, *spec.seg3d.suv_window), window(p.ct, *spec.seg3d.ct_window),
+        prob = predict_volume(model, intensity_window(p.pet, *spec.seg3d.suv_window), intensity_window(p.ct, *spec.seg3d.ct_window),
                               spec.seg3d, spec.fusion.step_fraction)
         dice.append(case_metrics(prob > 0.5, p.seg, p.geometry.voxel_volume_ml).dice)
     assert np.mean(dice) >= 0.3, dice

@@ -11,7 +11,7 @@ import numpy as np
 from l2s_engine.errors import L2SError
 from l2s_engine.geometry import Geometry
 from l2s_engine.io import find_studies, iter_studies
-from l2s_engine.preprocess import window
+from l2s_engine.preprocess import intensity_window
 from l2s_engine.resample import CT_ORDER, PET_ORDER, GridMap, grid_map
 from l2s_engine.spec import Spec
 
@@ -103,8 +103,8 @@ def load_training_studies(data: list[Path], spec: Spec, case_ids: set[str] | Non
         if grid.resampled:
             seg = (grid.to_network(s.seg, "linear") > 0.5).astype(np.uint8)
         out.append(TrainStudy(
-            s.case_id, grid.network, window(pet, *spec.loc2d.suv_window), window(pet, *spec.seg3d.suv_window),
-            window(ct, *spec.seg3d.ct_window), seg, lesion_voxels=np.argwhere(seg > 0), grid=grid,
+            s.case_id, grid.network, intensity_window(pet, *spec.loc2d.suv_window), intensity_window(pet, *spec.seg3d.suv_window),
+            intensity_window(ct, *spec.seg3d.ct_window), seg, lesion_voxels=np.argwhere(seg > 0), grid=grid,
             native_seg=s.seg if keep_native else None))
     if not any(t.positive for t in out):
         raise TrainingDataError(f"none of the {len(out)} labelled studies has a lesion: the networks cannot "
