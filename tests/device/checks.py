@@ -15,11 +15,11 @@ from l2s_engine.planning import plan_windows
 from l2s_engine.postprocess import fuse_paper
 from l2s_engine.resample import grid_map, resample
 from l2s_engine.preprocess import (
+    intensity_window,
     slice_context,
     slices_from_output,
     slices_to_input,
     to_coronal,
-    window,
 )
 from l2s_engine.spec import FusionSpec
 from l2s_engine.stages import accumulate, blend_, gather_windows, sigmoid_, weight_sum
@@ -40,7 +40,7 @@ def check_normalise(k: Kernels) -> None:
     suv = rng.uniform(-2.0, 25.0, ODD).astype(np.float32)
     out = k.xp.empty(ODD, np.float32)
     k.normalise(k.xp.asarray(suv), 0.0, 15.0, out)
-    np.testing.assert_array_equal(to_host(out), window(suv, 0.0, 15.0))
+    np.testing.assert_array_equal(to_host(out), intensity_window(suv, 0.0, 15.0))
 
 
 def check_resize_slices(k: Kernels, resize=(40, 18), crop=(3, 37, 2, 17), in_slices=3) -> None:
