@@ -262,8 +262,9 @@ def infer_main(argv: list[str] | None = None) -> int:
                         help="run the 2D net on every body slice (default: on the CPU pipeline with the paper rule, "
                              "only on slices where the cue can change the mask, after the 3D net; same mask). "
                              "Implied by --save-probs, so that the saved cue is whole")
-    parser.add_argument("--rule", choices=RULES, default="paper",
-                        help="fusion: paper (adaptive threshold, default) or components (authors' public code)")
+    parser.add_argument("--rule", choices=RULES,
+                        help="fusion: paper (adaptive threshold) or components (authors' public code); default: the "
+                             "engine's (its manifest's fusion.rule: paper)")
     parser.add_argument("--cue-threshold", type=float, help="override the manifest's cue threshold (0.5)")
     parser.add_argument("--low-threshold", type=float, help="override the threshold where the cue is set (0.1)")
     parser.add_argument("--high-threshold", type=float, help="override the threshold elsewhere (0.5)")

@@ -51,7 +51,8 @@ class InferOptions:
             the cue can change the mask (``planning.undecided_slices``): the same mask, and a
             cue of 0 on the other slices. The components rule always computes the full cue;
             the GPU pipeline runs both nets side by side and always does.
-        rule: fusion rule, "paper" or "components".
+        rule: fusion rule, "paper" or "components"; None: the engine's (its manifest's
+            ``fusion.rule``, "paper" for every export so far).
         cue_threshold, low_threshold, high_threshold: override the manifest's thresholds.
     """
 
@@ -64,7 +65,7 @@ class InferOptions:
     tta: bool = False
     skip_air: bool = True
     full_cue: bool = False
-    rule: str = "paper"
+    rule: str | None = None
     cue_threshold: float | None = None
     low_threshold: float | None = None
     high_threshold: float | None = None
@@ -84,7 +85,7 @@ class InferOptions:
         if self.backend == "openvino" and "fp16" in chosen:
             raise PrecisionError("fp16 is the GPU's precision (tensorrt, torch on cuda); the openvino backend "
                                  "runs fp32, bf16 or auto")
-        if self.rule not in RULES:
+        if self.rule is not None and self.rule not in RULES:
             raise BackendError(f"fusion rule must be one of {', '.join(RULES)}, got {self.rule!r}")
         if self.batch_2d < 1 or self.batch_3d < 1:
             raise BackendError(f"batch sizes must be >= 1, got 2D {self.batch_2d}, 3D {self.batch_3d}")
@@ -117,9 +118,11 @@ class Engine:
     """
 
     def __init__(self, engine_dir: Path, options: InferOptions = InferOptions()):
-        self.options = options
         self.manifest: Manifest = read_manifest(engine_dir)
         self.spec = self.manifest.spec
+        if options.rule is None:  # the engine's own rule, as its weights were exported
+            options = dataclasses.replace(options, rule=self.spec.fusion.rule)
+        self.options = options
         self.fusion = options.fusion(self.spec.fusion)
         cls = backend_class(options.backend)
         self.nets: dict[str, list[Backend]] = {}

@@ -75,7 +75,3 @@ class CudaDevice:
     @staticmethod
     def runner(net: Backend, stream) -> Callable:
         return lambda x: net.infer_device(x, stream)
-
-    def memory_bytes(self) -> int:
-        """Device memory held by CuPy's pool (the pipeline's buffers)."""
-        return int(self.xp.get_default_memory_pool().used_bytes())

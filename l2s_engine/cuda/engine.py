@@ -89,7 +89,7 @@ class DeviceEngine(Engine):
 
             device = CudaDevice(int((options.device or "cuda").partition(":")[2] or 0))
         self.device, self.kernels, self.xp = device, device.kernels, device.xp
-        self.keep_maps = keep_maps or options.rule != "paper"
+        self.keep_maps = keep_maps or self.options.rule != "paper"
         self.copy_stream, self.stream_2d, self.stream_3d = device.stream(), device.stream(), device.stream()
         with self.stream_3d:
             self.weights = self.xp.asarray(gaussian_weights(self.spec.seg3d.patch))

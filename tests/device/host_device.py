@@ -524,9 +524,6 @@ class HostDevice:
 
         return infer
 
-    def memory_bytes(self) -> int:
-        return 0
-
     # ---- tests' helpers --------------------------------------------------------------------
 
     def label(self, **streams: HostStream) -> None:

@@ -76,3 +76,20 @@ def test_components_rule_and_full_cue_run_every_body_slice(tmp_path, options):
     assert got.work["slices_run"] == body_slices
     # every batch ticked: the body slices' 2D batches and the 3D batches
     assert bar.n == bar.total == -(-body_slices // options.batch_2d) + -(-got.work["windows_run"] // options.batch_3d)
+
+
+def test_the_engines_own_rule_is_the_default_and_an_asked_rule_wins(tmp_path):
+    import json
+
+    engine_dir = fast_engine(tmp_path / "engine")
+    manifest = json.loads((engine_dir / "manifest.json").read_text())
+    assert manifest["spec"]["fusion"]["rule"] == "paper"
+    with Engine(engine_dir) as engine:
+        assert engine.options.rule == "paper" and engine.cue_on_demand
+    manifest["spec"]["fusion"]["rule"] = "components"
+    (engine_dir / "manifest.json").write_text(json.dumps(manifest))
+    with Engine(engine_dir) as engine:
+        assert engine.options.rule == "components" and engine.describe()["rule"] == "components"
+        assert not engine.cue_on_demand
+    with Engine(engine_dir, InferOptions(rule="paper")) as engine:
+        assert engine.options.rule == "paper"
