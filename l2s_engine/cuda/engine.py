@@ -17,6 +17,7 @@ study's memory; two page-locked staging slots alternate between studies.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from ..stages import LOC2D_TTA_AXES, SEG3D_TTA_AXES, flip_sets, mean_logits
 from ..tiling import gaussian_weights
 
 FILL = -1.0  # normalised air, where a window overhangs the volume (as the host path)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -212,6 +215,27 @@ class DeviceEngine(Engine):
         stream's work, from CUDA events), ``device`` (first kernel to mask on the host) and
         ``overlap`` (2d + 3d + fusion - device: the time the two streams ran at once).
         """
+        try:
+            return self._segment(pet_suv, ct_hu, geometry, progress, staged)
+        except BaseException:
+            # queued work may still read the study's buffers: they return to the memory pool
+            # (and may be handed to the next study's upload) only once both streams are done
+            self._settle()
+            raise
+
+    def _settle(self) -> None:
+        """Wait until both work streams have run everything queued on them (an error path).
+
+        A device that fails here too is logged, not raised: the error that led here is the one to report.
+        """
+        for stream in (self.stream_2d, self.stream_3d):
+            try:
+                stream.synchronize()
+            except Exception:
+                log.debug("synchronising a stream after an error failed too", exc_info=True)
+
+    def _segment(self, pet_suv: np.ndarray, ct_hu: np.ndarray, geometry: Geometry, progress,
+                 staged: Staged | None) -> Segmentation:
         start = time.perf_counter()
         grid, times = grid_map(geometry, self.spec.spacing_zyx_mm), {"resample": 0.0}
         if grid.resampled:

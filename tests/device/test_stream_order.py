@@ -206,6 +206,28 @@ def check_result(got, ref, what: str) -> None:
         assert close.all(), f"wrong {name} of {what}: {int((~close).sum())} voxels differ"
 
 
+class _Interrupted(Exception):
+    pass
+
+
+class _StopAfter:
+    """A progress bar that raises on its n-th tick (the host, mid-study, between batches)."""
+
+    def __init__(self, n: int):
+        self.n, self.total = n, None
+
+    def reset(self, total):
+        self.total = total
+
+    def update(self, k=1):
+        self.n -= k
+        if self.n <= 0:
+            raise _Interrupted("interrupted")
+
+    def refresh(self):
+        pass
+
+
 def run_pipeline(engine_class, studies, device_for) -> None:
     """Three studies staged back to back (the first staging slot comes round again before its
     upload is used), then segmented in turn; then a study resampled on the device."""
@@ -220,6 +242,13 @@ def run_pipeline(engine_class, studies, device_for) -> None:
             got = engine.segment(phantom.pet, phantom.ct, phantom.geometry, staged=study)
             check_result(got, ref, f"study {i}")
             check_timings(got.timings, "paper", device.work(engine.stream_2d, engine.stream_3d) - before)
+    device = device_for()
+    with engine_class(studies["native"], OPTIONS, keep_maps=True, device=device) as engine:
+        label_streams(engine)
+        with pytest.raises(_Interrupted):  # say, Ctrl-C while the batches are being queued
+            engine.segment(phantoms[1].pet, phantoms[1].ct, phantoms[1].geometry, progress=_StopAfter(3))
+        left = {k: v for k, v in device.pending().items() if k in ("stream_2d", "stream_3d")}
+        assert not left, f"work still queued after segment raised: {left}"
     device = device_for()
     with engine_class(studies["resampled"], OPTIONS, keep_maps=True, device=device) as engine:
         label_streams(engine)
@@ -259,17 +288,19 @@ EXPECTED = {
                                                      r"\(engine.py:\d+ in _to_network[^)]*\) reads .* written by upload "
                                                      r"on copy", r"wrong (mask|cue|p3d) of the resampled study"),
     # B waits for A's first event: the 3D stage's span lies inside the device time
-    "segment: b.wait_event(t.events['begin'])": (r"the streams' work .* does not fit in the device time",
+    "_segment: b.wait_event(t.events['begin'])": (r"the streams' work .* does not fit in the device time",
                                                  r"the streams' work .* does not fit in the device time"),
     # B's fusion reads the cue A scattered
-    "segment: b.wait_event(t.events['2d_end'])": (r"stream-order hazard: kernel fuse_threshold on stream_3d "
+    "_segment: b.wait_event(t.events['2d_end'])": (r"stream-order hazard: kernel fuse_threshold on stream_3d "
                                                   r"\(engine.py:\d+ in _fuse .* reads device float32.* which was "
                                                   r"written by kernel scatter_slices on stream_2d",
                                                   r"cudaErrorNotReady"),
     # the events are read after the last one completed
-    "segment: t.events['end'].synchronize()": ("cudaErrorNotReady", "cudaErrorNotReady"),
+    "_segment: t.events['end'].synchronize()": ("cudaErrorNotReady", "cudaErrorNotReady"),
     # redundant: the downloads before it block (CuPy's get), so the stream is done already
     "_to_network: t.events['copied'].synchronize()": (None, None),
+    # an error mid-study: both streams run out before the study's buffers can be reused
+    "_settle: stream.synchronize()": ("work still queued after segment raised", "work still queued after segment raised"),
 }
 
 
