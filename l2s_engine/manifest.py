@@ -196,6 +196,19 @@ def _model_file(manifest_path: Path, entry: dict[str, Any]) -> ModelFile:
                      entry["sha256"], tensors["inputs"], tensors["outputs"], dict(entry.get("extra", {})), companions)
 
 
+def plan_gpu_note(model: ModelFile, gpu_name: str) -> str | None:
+    """A warning when a plan built on another GPU model of the same compute capability runs here.
+
+    It runs correctly (the architecture is what a plan is tied to), but TensorRT timed its kernels
+    on the GPU it was built on, and the fastest choice may differ on this one.
+    """
+    built = model.extra.get("gpu_name")
+    if not built or built == gpu_name:
+        return None
+    return (f"{model.path}: built on {built}, running on {gpu_name} (same compute capability): it runs, but its "
+            f"kernels were timed on the other GPU; {REBUILD} on this GPU host for its best speed")
+
+
 def plan_mismatch(model: ModelFile, tensorrt_version: str, compute_capability: str) -> str | None:
     """Why the TensorRT plan ``model`` cannot run with this TensorRT and GPU, or None if it can.
 

@@ -159,3 +159,14 @@ def test_wrongly_typed_fields_are_named_errors_not_tracebacks(tmp_path, field, v
     _rewrite(tmp_path, change)
     with pytest.raises(ManifestError, match="manifest.json: .*l2s-export"):
         read_manifest(tmp_path)
+
+
+def test_plan_gpu_note_only_for_another_gpu_model():
+    from l2s_engine.manifest import ModelFile, plan_gpu_note
+
+    plan = ModelFile("seg3d", 0, "plan", "fp16", "seg3d.plan", "0" * 64, (), (),
+                     {"tensorrt_version": "10.3.0", "compute_capability": "8.9", "gpu_name": "NVIDIA L4"})
+    assert plan_gpu_note(plan, "NVIDIA L4") is None
+    note = plan_gpu_note(plan, "NVIDIA GeForce RTX 4090")
+    assert "NVIDIA L4" in note and "RTX 4090" in note and "l2s-export" in note
+    assert plan_gpu_note(ModelFile("seg3d", 0, "plan", "fp16", "seg3d.plan", "", (), ()), "NVIDIA L4") is None

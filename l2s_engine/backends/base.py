@@ -121,6 +121,9 @@ class Backend(ABC):
         """What this model file ran as, for the report (backends that choose more say more)."""
         return {"file": self.path.name}
 
+    def prepare(self, stream) -> None:  # noqa: B027 - a no-op unless a backend keeps per-stream state
+        """Make what running on device ``stream`` needs now, outside the timed batches (GPU backends)."""
+
     def release_memory(self) -> None:  # noqa: B027 - a no-op unless a backend keeps memory
         """Free working memory the backend keeps between calls (a stage is done); the next call
         allocates it again. Most backends keep none."""

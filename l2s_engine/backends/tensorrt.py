@@ -22,6 +22,7 @@ the profile, batch limits, the refusals) are unit-tested.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..manifest import Manifest, ModelFile, plan_mismatch
+from ..manifest import Manifest, ModelFile, plan_gpu_note, plan_mismatch
 from .base import Backend, BackendError, import_or_explain
 from .gpu import require_cuda_gpu
+
+log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'l2s-engine[gpu]' (TensorRT 10, cuda-python, CuPy)"
 
@@ -117,6 +120,7 @@ class TensorRTBackend(Backend):
         self.device = device
         self.engine = None
         self.contexts: dict[int, tuple] = {}  # stream pointer -> (context, output buffer)
+        self.host_stream = None  # the one stream of host-array calls (``infer``): one context for them
 
     @classmethod
     def model_files(cls, manifest: Manifest, role: str, precision: str) -> list[ModelFile]:
@@ -137,9 +141,15 @@ class TensorRTBackend(Backend):
     def _activate(self) -> None:
         require_cuda_gpu("the tensorrt backend")  # before "tensorrt is not installed": the more basic fact
         trt = _trt()
-        problem = plan_mismatch(self.model, trt.__version__, gpu_identity(self.device)["compute_capability"])
+        gpu = gpu_identity(self.device)
+        problem = plan_mismatch(self.model, trt.__version__, gpu["compute_capability"])
         if problem:
             raise BackendError(problem)
+        note = plan_gpu_note(self.model, gpu["gpu_name"])
+        if note:
+            log.warning("%s", note)
+        # the plan's memory, its contexts and the host path's stream belong to this device
+        import_or_explain("cupy", "tensorrt", INSTALL).cuda.Device(self.device).use()
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if runtime is None:
             raise BackendError("trt.Runtime could not be created")
@@ -162,7 +172,11 @@ class TensorRTBackend(Backend):
 
     def _deactivate(self) -> None:
         self.contexts.clear()
-        self.engine = self.runtime = None
+        self.engine = self.runtime = self.host_stream = None
+
+    def prepare(self, stream) -> None:
+        """Create this plan's execution context for ``stream`` now (not inside a timed batch)."""
+        self._context(stream)
 
     def _context(self, stream):
         found = self.contexts.get(stream.ptr)
@@ -183,6 +197,11 @@ class TensorRTBackend(Backend):
         context, out = self._context(stream)
         n = int(x.shape[0])
         _ok(context.set_input_shape(self.io.input_name, tuple(int(s) for s in x.shape)), "set_input_shape", self.path)
+        expected = (n, *self.io.output_max[1:])
+        shape = tuple(int(s) for s in context.get_tensor_shape(self.io.output_name))
+        if shape != expected:  # the output buffer is sized from the manifest: never let the plan write past it
+            raise BackendError(f"{self.path.name}: the plan's output for a batch of {n} is {shape}, the manifest says "
+                               f"{expected}; rebuild the plans with l2s-export")
         _ok(context.set_tensor_address(self.io.input_name, int(x.data.ptr)), "set_tensor_address (input)", self.path)
         _ok(context.set_tensor_address(self.io.output_name, int(out.data.ptr)), "set_tensor_address (output)", self.path)
         _ok(context.execute_async_v3(stream.ptr), "execute_async_v3", self.path)
@@ -192,7 +211,9 @@ class TensorRTBackend(Backend):
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cupy = import_or_explain("cupy", "tensorrt", INSTALL)
         (array,) = feed.values()
-        stream = cupy.cuda.Stream(non_blocking=True)
+        if self.host_stream is None:
+            self.host_stream = cupy.cuda.Stream(non_blocking=True)
+        stream = self.host_stream
         with stream:
             out = self.infer_device(cupy.asarray(np.ascontiguousarray(array)), stream).get(stream=stream)
         stream.synchronize()

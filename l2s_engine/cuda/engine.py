@@ -99,6 +99,14 @@ class DeviceEngine(Engine):
         self.slots = [_Slot(), _Slot()]
         self.next_slot = 0
 
+    def __enter__(self) -> DeviceEngine:
+        super().__enter__()
+        # each plan's context for its stream now: the first study's timings hold no set-up
+        for role, stream in (("loc2d", self.stream_2d), ("seg3d", self.stream_3d)):
+            for net in self.nets[role]:
+                net.prepare(stream)
+        return self
+
     def describe(self) -> dict:
         info = super().describe()
         info.update(pipeline="gpu (two streams)", gpu=getattr(self.device, "name", "?"), kernels=self.kernels.source)
