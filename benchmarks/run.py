@@ -174,7 +174,8 @@ def make_pipeline(name: str, engine: Path, weights: Path, threads: int, device: 
     """A ``segment(pet, ct, geometry) -> (mask, timings, work)`` callable, our Engine or None, and
     the spec (whose network spacing the studies are resampled to)."""
     if name.startswith("ours-"):
-        from l2s_engine.pipeline import InferOptions, open_engine
+        from l2s_engine.executors import open_engine
+        from l2s_engine.pipeline import InferOptions
 
         backend, _, variant = name[5:].partition("-")
         gpu = device.startswith("cuda") and backend != "onnxruntime"

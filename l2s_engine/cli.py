@@ -399,7 +399,8 @@ def _infer(args) -> int:
 
     from .io import find_studies
     from .io.dicom_select import SeriesChoice
-    from .pipeline import InferOptions, open_engine
+    from .executors import open_engine
+    from .pipeline import InferOptions
     from .errors import OutputError
     from .manifest import read_manifest
     from .files import ensure_writable_dir

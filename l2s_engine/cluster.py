@@ -61,7 +61,7 @@ class StudyWorker:
 
     def __init__(self, engine_dir: Path, options, outputs, keep_maps: bool):
         from . import provenance
-        from .pipeline import open_engine
+        from .executors import open_engine
 
         self.engine = open_engine(engine_dir, options, keep_maps=keep_maps)
         self.engine.__enter__()

@@ -231,8 +231,12 @@ class Engine:
         work["slices_candidates"], work["slices_run"] = work["slices_run"], len(needed)
         return needed
 
+    def stage(self, pet_suv: np.ndarray, ct_hu: np.ndarray) -> None:
+        """Queue a study's upload ahead of ``segment`` (the GPU pipeline); the host pipeline has none."""
+        return None
+
     def segment(self, pet_suv: np.ndarray, ct_hu: np.ndarray, geometry: Geometry,
-                progress=None) -> Segmentation:
+                progress=None, staged=None) -> Segmentation:
         """Segment one study given as arrays on the PET grid (PET in SUV, CT in HU).
 
         At a spacing other than the networks' (``Spec.spacing_zyx_mm``), PET (Keys cubic) and
@@ -243,6 +247,7 @@ class Engine:
         Args:
             progress: a tqdm-like bar; reset to the number of network batches, then
                 advanced after each.
+            staged: what ``stage`` returned for this study (the host pipeline stages nothing).
         """
         spec, opts, times = self.spec, self.options, {}
         start = time.perf_counter()
@@ -308,17 +313,3 @@ class Engine:
         if pet_suv.shape != geometry.shape or ct_hu.shape != geometry.shape:
             raise BackendError(f"PET {pet_suv.shape} and CT {ct_hu.shape} must both have the grid's shape "
                                f"{geometry.shape} (z, y, x); resample CT onto the PET grid first")
-
-
-def open_engine(engine_dir: Path, options: InferOptions = InferOptions(), keep_maps: bool = True) -> Engine:
-    """The host pipeline, or the GPU pipeline (``cuda.engine.DeviceEngine``) for the tensorrt
-    backend and for any backend asked to run on ``cuda``.
-
-    Args:
-        keep_maps: the GPU pipeline copies the probability maps back only when asked.
-    """
-    if options.backend == "tensorrt" or (options.device or "cpu").startswith("cuda"):
-        from .cuda.engine import DeviceEngine
-
-        return DeviceEngine(engine_dir, options, keep_maps=keep_maps)
-    return Engine(engine_dir, options)

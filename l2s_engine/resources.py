@@ -33,7 +33,7 @@ def default_max_voxels() -> int:
     """The voxel budget of one input image on this machine: physical memory / BYTES_PER_VOXEL.
 
     24 GiB gives about 527 million voxels; an autoPET PET is at most 400 x 400 x 677 (108
-    million). A CT may hold ``io.loading.CT_VOXEL_FACTOR`` times as many.
+    million). A CT may hold ``io.study.CT_VOXEL_FACTOR`` times as many.
     """
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -175,8 +175,7 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
     to_write: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     # the GPU pipeline uploads the next study from the reader thread while this one runs
-    stage = getattr(engine, "stage", None)
-    reader = threading.Thread(target=_read_all, args=(todo, loaded, slot, stop, stage, outputs.max_voxels),
+    reader = threading.Thread(target=_read_all, args=(todo, loaded, slot, stop, engine.stage, outputs.max_voxels),
                               name="l2s-reader", daemon=True)
     writer = threading.Thread(target=_write_all, args=(to_write, outputs, records, run, unvouched), name="l2s-writer",
                               daemon=True)
@@ -273,8 +272,7 @@ def _carry_over(record: StudyRecord, earlier: dict) -> None:
 def _segment(engine: Engine, study, staged, record: StudyRecord, outputs: OutputOptions, progress) -> tuple:
     """(write job, None) for one loaded study, or (None, the exception)."""
     try:
-        extra = {} if staged is None else {"staged": staged}
-        result = engine.segment(study.pet, study.ct, study.geometry, progress=progress, **extra)
+        result = engine.segment(study.pet, study.ct, study.geometry, progress=progress, staged=staged)
         record.warnings.extend(study.warnings)
         record.timings.update(result.timings)
         record.work = result.work
@@ -314,7 +312,7 @@ def _input_files(ref: StudyRef) -> tuple[Path, ...]:
 
 
 def _read_all(refs: list[StudyRef], loaded: queue.Queue, slot: threading.Semaphore, stop: threading.Event,
-              stage=None, max_voxels: int | None = None) -> None:
+              stage, max_voxels: int | None = None) -> None:
     for ref in refs:
         slot.acquire()
         if stop.is_set():
@@ -322,7 +320,7 @@ def _read_all(refs: list[StudyRef], loaded: queue.Queue, slot: threading.Semapho
         start = time.perf_counter()
         try:
             study = load_study(ref, max_voxels)
-            staged = stage(study.pet, study.ct) if stage is not None else None
+            staged = stage(study.pet, study.ct)
             item = (ref, study, staged, None, time.perf_counter() - start)
             del study, staged
         except Exception as exc:  # reported by the main thread with the study's name

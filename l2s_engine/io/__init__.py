@@ -5,7 +5,8 @@ Everything here imports SimpleITK; the plain-numpy grid lives in ``l2s_engine.ge
 
 from .discovery import InputPathError, StudyRef, find_studies, sanitize_case_id
 from ..geometry import Geometry
-from .loading import LoadResult, Study, iter_studies, load_label, load_study
+from .loading import LoadResult, iter_studies, load_label, load_study
+from .study import Study
 from .writing import write_mask
 
 __all__ = [

@@ -12,7 +12,7 @@ from .dicom_pet import pet_series_header
 from .dicom_volume import read_series
 from .discovery import StudyRef
 from .images import check_finite, image_from_array
-from .loading import CT_VOXEL_FACTOR, Study, ct_on_pet_grid
+from .study import CT_VOXEL_FACTOR, Study, ct_on_pet_grid
 
 log = logging.getLogger(__name__)
 
