@@ -446,6 +446,7 @@ def _infer(args) -> int:
         extra["part"] = {"id": args.part_id, "of": args.num_parts, "cohort": cohort_key(refs)}
         refs = part_of(refs, args.num_parts, args.part_id)
         words += f"; part {args.part_id} of {args.num_parts}: {len(refs)} of them"
+
     def publish(engine_like, records) -> Path | None:
         """report.json, lesions.csv and report.html; None when they cannot be written (said on stderr)."""
         try:

@@ -15,10 +15,13 @@ A study is one PT series and one CT series of one StudyInstanceUID. Rules:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from ..errors import AmbiguousStudyError, MissingImageError, StudyError
 from .dicom_files import DicomSeries
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,13 @@ def pick_studies(series: list[DicomSeries], choice: SeriesChoice = SeriesChoice(
     studies: dict[str, list[DicomSeries]] = {}
     for item in series:
         studies.setdefault(item.study_uid, []).append(item)
-    picks = [_pick(members, choice) for members in studies.values() if any(s.modality == "PT" for s in members)]
+    picks = []
+    for uid, members in studies.items():
+        if any(s.modality == "PT" for s in members):
+            picks.append(_pick(members, choice))
+        else:  # said, not dropped silently: the user may have expected it to run
+            log.warning("%s: DICOM study %s holds no PT series (%s); passed over: l2s-infer segments PET/CT studies",
+                        members[0].folder, uid, "; ".join(f"{s.modality} {s.label()}" for s in members))
     _name(picks)
     return picks
 

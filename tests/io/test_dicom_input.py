@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from l2s_engine.errors import AmbiguousStudyError, GeometryMismatchError, StudyError, UnreadableImageError
-from l2s_engine.io import find_studies, load_study
+from l2s_engine.io import InputPathError, find_studies, load_study
 from l2s_engine.io.dicom_select import SeriesChoice
 from l2s_engine.phantoms import make_phantom
 from l2s_engine.phantoms.dicom import Acquisition, write_dicom_study
@@ -288,3 +288,10 @@ def test_ge_post_injection_time_when_the_series_time_is_after_the_acquisitions(s
     decay = (10 * 3600 + 10 * 60) - (9 * 3600 + 12 * 60 + 30)  # 10:10:00 - 09:12:30
     factor = WEIGHT * 1000.0 / (DOSE * 0.5 ** (decay / HALF_LIFE))
     assert study.info["suv"]["factor"] == pytest.approx(factor, rel=1e-9)
+
+
+def test_a_study_without_pt_is_named_and_passed_over(study_dir, caplog):
+    shutil.rmtree(study_dir / "PT")
+    with pytest.raises(InputPathError, match="no study found"):
+        find_studies([study_dir])
+    assert "holds no PT series" in caplog.text and "CT series 2" in caplog.text
