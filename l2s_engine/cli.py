@@ -120,7 +120,6 @@ def _report(args) -> int:
 
 def _merge_parts(out: Path) -> list[str]:
     """Write OUT/report.json and lesions.csv from the parts; returns what keeps the merge from being whole."""
-    import dataclasses
     import datetime
     import json
 
@@ -131,8 +130,7 @@ def _merge_parts(out: Path) -> list[str]:
 
     merged = merge(out)
     report = merged.report
-    names = {f.name for f in dataclasses.fields(StudyRecord)}
-    report["summary"] = summary([StudyRecord(**{k: v for k, v in s.items() if k in names}) for s in report["studies"]])
+    report["summary"] = summary([StudyRecord.from_dict(s) for s in report["studies"]])
     finished = [p["finished"] for p in report["parts"].values()]
     report["finished"] = max(finished, key=datetime.datetime.fromisoformat) if all(finished) else None
     report.pop("wall_seconds", None)  # each part's own: in the part reports

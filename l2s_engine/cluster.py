@@ -107,7 +107,7 @@ def run_on_ray(ray, engine_dir: Path, options, refs: list, outputs, placement: P
     Raises:
         ClusterError: the cluster has no room for one worker, or no worker could open the engine.
     """
-    from .scheduler import StudyRecord, _plan, prepare_outputs
+    from .scheduler import StudyRecord, plan_studies, prepare_outputs
 
     prepare_outputs(outputs, shared=True)
     count = placement.workers or _workers_that_fit(ray, placement)
@@ -123,12 +123,11 @@ def run_on_ray(ray, engine_dir: Path, options, refs: list, outputs, placement: P
     if on_start is not None:
         on_start(info)
     records = {r.case_id: StudyRecord(r.case_id, source=str(r.folder)) for r in refs}
-    todo, _unvouched = _plan(refs, outputs, run, records)
+    todo, _unvouched = plan_studies(refs, outputs, run, records)
     log.info("Ray: %d worker(s) x %d CPU%s, %d studies to run", count, placement.cpus,
              f" + {placement.gpus} GPU" if placement.gpus else "", len(todo))
     info["dispatch_seconds"] = _dispatch(ray, workers, todo, records, progress)
-    names = set(StudyRecord.__dataclass_fields__)
-    out = [r if isinstance(r, StudyRecord) else StudyRecord(**{k: v for k, v in r.items() if k in names})
+    out = [r if isinstance(r, StudyRecord) else StudyRecord.from_dict(r)
            for r in (records[ref.case_id] for ref in refs)]
     return out, SimpleNamespace(describe=lambda: info, options=options)
 

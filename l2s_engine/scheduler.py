@@ -131,6 +131,11 @@ class StudyRecord:
     metrics: dict | None = None
     lesions: list[dict] = field(default_factory=list)  # rows of lesions.csv (not in report.json)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> StudyRecord:
+        """A record from its report.json form (keys it does not know are left out)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
     def set_readout(self, summary: dict, lesions: list[dict]) -> None:
         """Take a study's readout (``Readout.summary()`` and its lesion rows)."""
         for key in READOUT_KEYS:
@@ -169,7 +174,7 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
     prepare_outputs(outputs, shared)
     records = {r.case_id: StudyRecord(r.case_id, source=str(r.folder)) for r in refs}
     run = provenance.run_key(engine)
-    todo, unvouched = _plan(refs, outputs, run, records)
+    todo, unvouched = plan_studies(refs, outputs, run, records)
     loaded: queue.Queue = queue.Queue(maxsize=1)
     slot = threading.Semaphore(1)  # one study read ahead, loaded or loading
     to_write: queue.Queue = queue.Queue(maxsize=2)
@@ -235,8 +240,8 @@ def prepare_outputs(outputs: OutputOptions, shared: bool = False) -> None:
         log.info("removed %d temporary file(s) left by an interrupted run", len(stale))
 
 
-def _plan(refs: list[StudyRef], outputs: OutputOptions, run: dict,
-          records: dict[str, StudyRecord]) -> tuple[list[StudyRef], set[str]]:
+def plan_studies(refs: list[StudyRef], outputs: OutputOptions, run: dict,
+                 records: dict[str, StudyRecord]) -> tuple[list[StudyRef], set[str]]:
     """(the studies to run, the case ids whose existing outputs no record vouches for)."""
     todo, unvouched = [], set()
     for ref in refs:
@@ -363,7 +368,7 @@ def run_one(engine: Engine, ref: StudyRef, outputs: OutputOptions, run: dict) ->
     that died before it could answer) is reported as skipped, not written again.
     """
     record = StudyRecord(ref.case_id, source=str(ref.folder))
-    todo, unvouched = _plan([ref], outputs, run, {ref.case_id: record})
+    todo, unvouched = plan_studies([ref], outputs, run, {ref.case_id: record})
     if not todo:
         return record
     start = time.perf_counter()
@@ -485,8 +490,6 @@ def write_lesions(path: Path, records: list[StudyRecord]) -> Path:
 def _csv_value(value):
     if isinstance(value, float):
         return f"{value:.6g}"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
     return "" if value is None else value
 
 
