@@ -70,7 +70,8 @@ def benchmark(small: int, full: int) -> tuple[list[dict], dict]:
 
     from l2s_engine.cuda.engine import DeviceEngine
     from l2s_engine.phantoms import make_phantom
-    from l2s_engine.pipeline import Engine, InferOptions
+    from l2s_engine.core import InferOptions
+    from l2s_engine.pipeline import HostEngine
     from l2s_export.checks import check_weights_dirs
     from l2s_export.pipeline import export_programs
 
@@ -80,7 +81,7 @@ def benchmark(small: int, full: int) -> tuple[list[dict], dict]:
     sets = {"small": [make_phantom(i, seed=1000, size="small") for i in range(small)],
             "full": [make_phantom(i, seed=1000, size="full") for i in range(full)]}
     rows = []
-    with DeviceEngine(programs, options) as gpu, Engine(programs, options) as host:
+    with DeviceEngine(programs, options) as gpu, HostEngine(programs, options) as host:
         info = {"kernels": gpu.kernels.source, "gpu": gpu.device.name}
         for size, phantoms in sets.items():
             if not phantoms:

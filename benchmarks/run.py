@@ -171,11 +171,11 @@ def engine_dir(work: Path, weights: Path, preset_name: str, gate_studies: int = 
 # ---- one pipeline (worker process) -------------------------------------------------------------
 
 def make_pipeline(name: str, engine: Path, weights: Path, threads: int, device: str = "cpu"):
-    """A ``segment(pet, ct, geometry) -> (mask, timings, work)`` callable, our Engine or None, and
+    """A ``segment(pet, ct, geometry) -> (mask, timings, work)`` callable, our HostEngine or None, and
     the spec (whose network spacing the studies are resampled to)."""
     if name.startswith("ours-"):
         from l2s_engine.executors import open_engine
-        from l2s_engine.pipeline import InferOptions
+        from l2s_engine.core import InferOptions
 
         backend, _, variant = name[5:].partition("-")
         gpu = device.startswith("cuda") and backend != "onnxruntime"

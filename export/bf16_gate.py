@@ -17,7 +17,8 @@ import numpy as np
 from l2s_engine.cpuinfo import this_cpu
 from l2s_engine.metrics import mask_dice as dice
 from l2s_engine.phantoms import make_phantom
-from l2s_engine.pipeline import Engine, InferOptions
+from l2s_engine.core import InferOptions
+from l2s_engine.pipeline import HostEngine
 from l2s_engine.precision import GATE_DICE
 
 log = logging.getLogger("l2s_export")
@@ -34,7 +35,7 @@ def bf16_gate(engine_dir: Path, studies: list) -> dict[str, dict]:
         why = f"not measured: the exporting CPU ({cpu}) has no bf16 units; export on a CPU with AVX512-BF16 or AMX"
         return {role: {**facts, "measured": False, "passed": False, "reason": why} for role in MAPS}
     configs = {"fp32": "fp32", "loc2d": "loc2d=bf16,seg3d=fp32", "seg3d": "loc2d=fp32,seg3d=bf16"}
-    engines = {k: Engine(engine_dir, InferOptions(backend="openvino", precision=p, full_cue=True))
+    engines = {k: HostEngine(engine_dir, InferOptions(backend="openvino", precision=p, full_cue=True))
                for k, p in configs.items()}
     rows: dict[str, list] = {role: [] for role in MAPS}
     for engine in engines.values():

@@ -15,7 +15,8 @@ import torch
 
 from l2s_engine.manifest import MANIFEST, ModelFile, TensorInfo, manifest_dict, sha256_of
 from l2s_engine.phantoms import make_phantom
-from l2s_engine.pipeline import Engine, InferOptions
+from l2s_engine.core import InferOptions
+from l2s_engine.pipeline import HostEngine
 from l2s_engine.preprocess import slices_to_input, to_coronal, intensity_window
 from l2s_engine.spec import Spec
 from l2s_engine.tiling import pad_amounts
@@ -215,10 +216,10 @@ def export_programs(weights_dirs: list[Path], spec: Spec, out: Path, onnx_fp32: 
 
 
 def fp16_agreement(out: Path, studies: int) -> dict:
-    """Dice between the masks of the runtime pipeline (``l2s_engine.pipeline.Engine``, ONNX
+    """Dice between the masks of the runtime pipeline (``l2s_engine.pipeline.HostEngine``, ONNX
     Runtime on the CPU) with the fp16 and with the fp32 graphs on phantom studies, and the
     largest difference of the 3D probabilities."""
-    engines = {p: Engine(out, InferOptions(precision=p)) for p in ("fp32", "fp16")}
+    engines = {p: HostEngine(out, InferOptions(precision=p)) for p in ("fp32", "fp16")}
     results = []
     with engines["fp32"], engines["fp16"]:
         for index in range(studies):

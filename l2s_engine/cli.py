@@ -217,7 +217,7 @@ GC_OUTPUT_SUBDIR = Path("images") / "automated-petct-lesion-segmentation"
 def infer_main(argv: list[str] | None = None) -> int:
     """l2s-infer --engine DIR INPUT... -o OUT: lesion masks for every study found below INPUT."""
     from .backends import BACKENDS
-    from .pipeline import PRECISIONS
+    from .core import PRECISIONS
     from .postprocess import RULES
     from .resources import BYTES_PER_VOXEL, default_max_voxels
     from .scheduler import FORMATS
@@ -331,20 +331,25 @@ def _precision_arg(text: str) -> str:
     return text
 
 
-def _resolve_backend(args) -> tuple[str, str | None, str]:
-    """(backend, device, precision) from the flags; ``auto`` probes the machine and says what it chose."""
-    backend, device, precision = args.backend, args.device, args.precision
-    if backend == "auto":
-        from .backends.auto import choose, probe_machine
-        from .manifest import read_manifest
+def _resolve(args, manifest):
+    """The run (``core.resolve_run``) of the command line; says what ``--backend auto`` chose and
+    every choice the run made for the user."""
+    from .core import InferOptions, resolve_run
 
-        choice = choose(read_manifest(args.engine, verify=False), probe_machine())
-        print(f"backend auto: {choice.backend} on {choice.device}" + (f" (passed over: {choice.reason})"
-              if choice.backend != "tensorrt" else f" ({choice.reason})"))
-        backend, device, precision = choice.backend, device or choice.device, precision or choice.precision
-    if precision is None:
-        precision = {"tensorrt": "fp16", "openvino": "auto"}.get(backend, "fp32")
-    return backend, device, precision
+    options = InferOptions(backend=args.backend, device=args.device, precision=args.precision, threads=args.threads,
+                           batch_2d=args.batch_2d, batch_3d=args.batch_3d, tta=args.tta,
+                           skip_air=not args.no_skip_air, full_cue=args.full_cue or args.save_probs, rule=args.rule,
+                           cue_threshold=args.cue_threshold, low_threshold=args.low_threshold,
+                           high_threshold=args.high_threshold, cache_dir=args.cache_dir,
+                           low_memory=args.low_memory)
+    run = resolve_run(options, manifest, keep_maps=args.save_probs)
+    if run.chosen_by is not None:
+        chosen = run.options
+        print(f"backend auto: {chosen.backend} on {chosen.device}" + (f" (passed over: {run.chosen_by})"
+              if chosen.backend != "tensorrt" else f" ({run.chosen_by})"))
+    for note in run.notes:
+        print(f"note: {note}")
+    return run
 
 
 def _precision_words(info: dict) -> str:
@@ -368,18 +373,19 @@ def _banner(info: dict, engine_dir: Path, words: str) -> str:
             f"{info['preset']} preset, fusion {info['rule']}{_gpu_words(info)}) from {engine_dir}; {words}")
 
 
-def _run_on_ray(args, options, refs, outputs, words):
+def _run_on_ray(args, run, refs, outputs, words):
     """(records, the engine's stand-in for the report) of a run on a Ray cluster."""
     import dataclasses
 
     from .cluster import Placement, connect, run_on_ray
+    from .core import cuda_index
 
     cpus = args.threads or 1
     ray = connect(args.ray)
     try:
-        placement = Placement(args.ray_workers, cpus=cpus, gpus=1 if (options.device or "cpu").startswith("cuda") else 0)
-        return run_on_ray(ray, args.engine, dataclasses.replace(options, threads=cpus), refs, outputs, placement,
-                          keep_maps=args.save_probs, progress=not args.quiet,
+        placement = Placement(args.ray_workers, cpus=cpus, gpus=0 if cuda_index(run.options.device) is None else 1)
+        run = dataclasses.replace(run, options=dataclasses.replace(run.options, threads=cpus))
+        return run_on_ray(ray, args.engine, run, refs, outputs, placement, progress=not args.quiet,
                           on_start=lambda info: print(_banner(info, args.engine, words)))
     finally:
         ray.shutdown()
@@ -398,7 +404,6 @@ def _infer(args) -> int:
     from .io import find_studies
     from .io.dicom_select import SeriesChoice
     from .executors import open_engine
-    from .pipeline import InferOptions
     from .errors import OutputError
     from .manifest import read_manifest
     from .files import ensure_writable_dir
@@ -407,13 +412,9 @@ def _infer(args) -> int:
                             write_report)
     from .shards import cohort_key, part_names, part_of
 
-    backend, device, precision = _resolve_backend(args)
-    options = InferOptions(backend=backend, device=device, precision=precision, threads=args.threads,
-                           batch_2d=args.batch_2d, batch_3d=args.batch_3d, tta=args.tta,
-                           skip_air=not args.no_skip_air, full_cue=args.full_cue or args.save_probs, rule=args.rule,
-                           cue_threshold=args.cue_threshold, low_threshold=args.low_threshold,
-                           high_threshold=args.high_threshold, cache_dir=args.cache_dir,
-                           low_memory=args.low_memory)
+    # a bad engine directory is reported before any input is scanned; the manifest is read once
+    manifest = read_manifest(args.engine)
+    run = _resolve(args, manifest)
     if args.grand_challenge:
         inputs, out_dir, fmt = [args.gc_input], args.gc_output / GC_OUTPUT_SUBDIR, "mha"
         report_path, lesions_path = args.gc_output / "l2s_report.json", args.gc_output / "l2s_lesions.csv"
@@ -425,10 +426,7 @@ def _infer(args) -> int:
     records_dir = args.gc_output / "l2s_provenance" if args.grand_challenge else None
     outputs = OutputOptions(out_dir, fmt, args.save_probs, args.qc, args.overwrite, records_dir, args.max_voxels)
     start, started = time.perf_counter(), _now()
-    # a bad engine directory is reported before any input is scanned
-    engine = None if args.ray else open_engine(args.engine, options, keep_maps=args.save_probs)
-    if args.ray:
-        read_manifest(args.engine)  # the workers open it; its hashes are checked here first
+    engine = None if args.ray else open_engine(manifest, run)  # a Ray worker opens its own
     hidden: list[Path] = []
     refs = find_studies(inputs, args.pet_channel, args.ct_channel, hidden,
                         SeriesChoice(args.pet_series, args.ct_series))
@@ -459,7 +457,7 @@ def _infer(args) -> int:
         return report_path
 
     if args.ray:
-        records, stand_in = _run_on_ray(args, options, refs, outputs, words)
+        records, stand_in = _run_on_ray(args, run, refs, outputs, words)
         written = publish(stand_in, records)
     else:
         with engine:

@@ -59,11 +59,11 @@ class Placement:
 class StudyWorker:
     """One worker: an opened engine and the run's output options (made a Ray actor by ``run_on_ray``)."""
 
-    def __init__(self, engine_dir: Path, options, outputs, keep_maps: bool):
+    def __init__(self, engine_dir: Path, run, outputs):
         from . import provenance
         from .executors import open_engine
 
-        self.engine = open_engine(engine_dir, options, keep_maps=keep_maps)
+        self.engine = open_engine(engine_dir, run)
         self.engine.__enter__()
         self.outputs = outputs
         self.run = provenance.run_key(self.engine)
@@ -97,11 +97,12 @@ def connect(address: str, cpus: int | None = None):
     return ray
 
 
-def run_on_ray(ray, engine_dir: Path, options, refs: list, outputs, placement: Placement = Placement(),
-               keep_maps: bool = False, progress: bool = True, on_start=None) -> tuple[list, object]:
+def run_on_ray(ray, engine_dir: Path, run, refs: list, outputs, placement: Placement = Placement(),
+               progress: bool = True, on_start=None) -> tuple[list, object]:
     """Run ``refs`` on the connected Ray cluster; returns (one StudyRecord per ref, the engine's stand-in).
 
-    The stand-in has ``describe()`` and ``options``, what ``scheduler.write_report`` needs;
+    ``run``: the resolved run (``core.resolve_run``) every worker opens the engine with. The
+    stand-in has ``describe()``, ``run`` and ``options``, what ``scheduler.write_report`` needs;
     ``on_start`` is called with the engine's description once the first worker has opened it.
 
     Raises:
@@ -113,9 +114,9 @@ def run_on_ray(ray, engine_dir: Path, options, refs: list, outputs, placement: P
     count = placement.workers or _workers_that_fit(ray, placement)
     remote = ray.remote(max_restarts=MAX_RESTARTS, max_task_retries=MAX_STUDY_TRIES)(StudyWorker)
     actor = remote.options(num_cpus=placement.cpus, num_gpus=placement.gpus)
-    workers = [actor.remote(engine_dir, options, outputs, keep_maps) for _ in range(count)]
+    workers = [actor.remote(engine_dir, run, outputs) for _ in range(count)]
     try:
-        info, run, _pid = ray.get(workers[0].describe.remote())
+        info, key, _pid = ray.get(workers[0].describe.remote())
     except Exception as exc:  # the engine could not be opened on the cluster (its error inside)
         raise ClusterError(f"no Ray worker could open the engine {engine_dir}: {exc}") from exc
     info = {**info, "executor": f"ray ({count} workers x {placement.cpus} CPU"
@@ -123,13 +124,13 @@ def run_on_ray(ray, engine_dir: Path, options, refs: list, outputs, placement: P
     if on_start is not None:
         on_start(info)
     records = {r.case_id: StudyRecord(r.case_id, source=str(r.folder)) for r in refs}
-    todo, _unvouched = plan_studies(refs, outputs, run, records)
+    todo, _unvouched = plan_studies(refs, outputs, key, records)
     log.info("Ray: %d worker(s) x %d CPU%s, %d studies to run", count, placement.cpus,
              f" + {placement.gpus} GPU" if placement.gpus else "", len(todo))
     info["dispatch_seconds"] = _dispatch(ray, workers, todo, records, progress)
     out = [r if isinstance(r, StudyRecord) else StudyRecord.from_dict(r)
            for r in (records[ref.case_id] for ref in refs)]
-    return out, SimpleNamespace(describe=lambda: info, options=options)
+    return out, SimpleNamespace(describe=lambda: info, run=run, options=run.options)
 
 
 def _workers_that_fit(ray, placement: Placement) -> int:

@@ -75,6 +75,7 @@ class Manifest:
     spec: Spec
     files: tuple[ModelFile, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""  # of manifest.json as read (provenance: which engine made a mask)
 
     def select(self, role: str, fmt: str, precision: str) -> list[ModelFile]:
         """The model files of ``role`` in ``fmt``/``precision``, one per fold, in fold order."""
@@ -117,7 +118,8 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
     if not path.is_file():
         raise ManifestError(f"{path}: no manifest; {directory} is not an engine directory ({REBUILD})")
     try:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
+        data = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: unreadable manifest ({exc}); {REBUILD}") from exc
     if not isinstance(data, dict):
@@ -138,7 +140,7 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
     info = data.get("info", {})
     if not isinstance(info, dict):
         raise ManifestError(f"{path}: 'info' must be an object, got {_kind(info)}; {REBUILD}")
-    manifest = Manifest(directory, spec, files, info)
+    manifest = Manifest(directory, spec, files, info, hashlib.sha256(raw).hexdigest())
     if verify:
         for name, sha256 in (pair for model in files for pair in model.hashed_files()):
             file = directory / name

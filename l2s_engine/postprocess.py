@@ -12,7 +12,8 @@ import numpy as np
 
 from .spec import FusionSpec
 
-RULES = ("paper", "components")
+PAPER = "paper"  # the seed paper's adaptive threshold: the default, and the one the GPU kernel fuses
+RULES = (PAPER, "components")
 
 
 SLAB = 16  # planes per step along axis 0: boolean temporaries stay a slab, not a volume
@@ -105,7 +106,7 @@ def _peak_voxels(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 def fuse(rule: str, p3d: np.ndarray, cue: np.ndarray, fusion: FusionSpec) -> np.ndarray:
     """Apply the fusion rule named ``rule`` (one of RULES)."""
-    if rule == "paper":
+    if rule == PAPER:
         return fuse_paper(p3d, cue, fusion)
     if rule == "components":
         return fuse_components(p3d, cue, fusion)

@@ -54,12 +54,11 @@ def series_stamp(files) -> dict:
 
 def run_key(engine) -> dict:
     """What a run contributes to a mask: l2s-engine's version, the engine and the options."""
-    manifest = Path(engine.manifest.directory) / "manifest.json"
     options = {k: getattr(engine.options, k) for k in MASK_OPTIONS}
     fusion = {k: getattr(engine.fusion, k) for k in ("cue_threshold", "low_threshold", "high_threshold")}
     # what each network ran in: "auto" is bf16 on one CPU and fp32 on another
     ran = {role: [n["precision"] for n in nets] for role, nets in engine.networks().items()}
-    return {"l2s_engine": __version__, "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+    return {"l2s_engine": __version__, "manifest_sha256": engine.manifest.sha256,
             **options, **fusion, "precision_ran": ran}
 
 

@@ -38,7 +38,7 @@ LARGE_TMTV_ML = 2000.0
 THUMB_WIDTH_PX = 96
 _BAR_PX = 100  # the per-study stage bar of the longest study
 # Pipeline order of the timed stages; stages not listed here follow in name order.
-STAGE_ORDER = ("read", "stage", "preprocess", "resample", "2d", "3d", "fusion", "readout", "write")
+STAGE_ORDER = ("read", "upload", "preprocess", "resample", "2d", "3d", "fusion", "readout", "write")
 STAGE_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
                  "#9c755f", "#bab0ac")
 PACKAGES = ("python", "numpy", "SimpleITK", "pydicom", "highdicom")

@@ -1,4 +1,4 @@
-"""Many studies through one Engine: a reader thread prefetches, a writer thread writes.
+"""Many studies through one engine (either executor): a reader thread prefetches, a writer thread writes.
 
 Queues are bounded (one study read ahead, two waiting to be written), so memory does not
 grow with the number of studies. A study that fails is recorded and the rest go on.
@@ -27,7 +27,7 @@ from .io.images import image_from_array, write_image_atomic
 from .io.writing import write_mask
 from .metrics import CONVENTIONS, aggregate, case_metrics
 from .readout import LESION_CSV_FIELDS, lesion_rows, pet_readout
-from .pipeline import Engine
+from .core import EngineCore
 from .resources import peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class WriteJob:
     readout: dict = field(default_factory=dict)             # summary and lesion rows, kept in the record
 
 
-def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, progress: bool = True,
+def run_studies(engine: EngineCore, refs: list[StudyRef], outputs: OutputOptions, progress: bool = True,
                 shared: bool = False) -> list[StudyRecord]:
     """Segment every study of ``refs`` and write its outputs; returns one record per study.
 
@@ -180,7 +180,7 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
     to_write: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     # the GPU pipeline uploads the next study from the reader thread while this one runs
-    reader = threading.Thread(target=_read_all, args=(todo, loaded, slot, stop, engine.stage, outputs.max_voxels),
+    reader = threading.Thread(target=_read_all, args=(todo, loaded, slot, stop, engine.upload, outputs.max_voxels),
                               name="l2s-reader", daemon=True)
     writer = threading.Thread(target=_write_all, args=(to_write, outputs, records, run, unvouched), name="l2s-writer",
                               daemon=True)
@@ -191,17 +191,17 @@ def run_studies(engine: Engine, refs: list[StudyRef], outputs: OutputOptions, pr
     try:
         while (item := loaded.get()) is not _DONE:
             slot.release()
-            ref, study, staged, error, seconds = item
+            ref, study, uploaded, error, seconds = item
             del item
             record = records[ref.case_id]
             record.timings["read"] = seconds
-            if staged is not None:  # host side of the upload, in the reader thread
-                record.timings["read"] = seconds - staged.seconds
-                record.timings["stage"] = staged.seconds
+            if uploaded is not None:  # host side of the upload, in the reader thread
+                record.timings["read"] = seconds - uploaded.seconds
+                record.timings["upload"] = uploaded.seconds
             if error is None:
                 batches.set_description(ref.case_id[:24])
-                job, error = _segment(engine, study, staged, record, outputs, batches)
-                del study, staged
+                job, error = _segment(engine, study, uploaded, record, outputs, _bar_progress(batches))
+                del study, uploaded
                 if job is not None:
                     to_write.put(job)
                     del job
@@ -274,10 +274,25 @@ def _carry_over(record: StudyRecord, earlier: dict) -> None:
     record.inputs = earlier.get("study_inputs", {})
 
 
-def _segment(engine: Engine, study, staged, record: StudyRecord, outputs: OutputOptions, progress) -> tuple:
+def _bar_progress(bar: tqdm):
+    """A ``progress(done, total)`` callback that shows one study's network batches on ``bar``."""
+    def progress(done: int, total: int) -> None:
+        if done == 0:
+            bar.reset(total=total)
+            return
+        bar.total = total
+        if done > bar.n:
+            bar.update(done - bar.n)
+        else:  # the total changed (the cue on demand narrowed the 2D stage)
+            bar.refresh()
+
+    return progress
+
+
+def _segment(engine: EngineCore, study, uploaded, record: StudyRecord, outputs: OutputOptions, progress) -> tuple:
     """(write job, None) for one loaded study, or (None, the exception)."""
     try:
-        result = engine.segment(study.pet, study.ct, study.geometry, progress=progress, staged=staged)
+        result = engine.segment(study.pet, study.ct, study.geometry, progress=progress, uploaded=uploaded)
         record.warnings.extend(study.warnings)
         record.timings.update(result.timings)
         record.work = result.work
@@ -289,7 +304,7 @@ def _segment(engine: Engine, study, staged, record: StudyRecord, outputs: Output
             record.metrics = asdict(case_metrics(result.mask, study.seg, study.geometry.voxel_volume_ml, study.case_id))
         start = time.perf_counter()
         # the cue says which lesions it marked only where it was computed everywhere (not on demand)
-        cue = result.cue if result.cue is not None and not getattr(engine, "cue_on_demand", False) else None
+        cue = result.cue if result.cue is not None and not engine.cue_on_demand else None
         readout = pet_readout(result.mask, study.pet, study.geometry, cue, engine.fusion.cue_threshold)
         record.set_readout(readout.summary(), lesion_rows(study.case_id, readout))
         record.timings["readout"] = time.perf_counter() - start
@@ -317,7 +332,7 @@ def _input_files(ref: StudyRef) -> tuple[Path, ...]:
 
 
 def _read_all(refs: list[StudyRef], loaded: queue.Queue, slot: threading.Semaphore, stop: threading.Event,
-              stage, max_voxels: int | None = None) -> None:
+              upload, max_voxels: int | None = None) -> None:
     for ref in refs:
         slot.acquire()
         if stop.is_set():
@@ -325,9 +340,9 @@ def _read_all(refs: list[StudyRef], loaded: queue.Queue, slot: threading.Semapho
         start = time.perf_counter()
         try:
             study = load_study(ref, max_voxels)
-            staged = stage(study.pet, study.ct)
-            item = (ref, study, staged, None, time.perf_counter() - start)
-            del study, staged
+            uploaded = upload(study.pet, study.ct)
+            item = (ref, study, uploaded, None, time.perf_counter() - start)
+            del study, uploaded
         except Exception as exc:  # reported by the main thread with the study's name
             item = (ref, None, None, exc, time.perf_counter() - start)
         loaded.put(item)
@@ -361,7 +376,7 @@ def _publish(job: WriteJob, outputs: OutputOptions, record: StudyRecord, run: di
     record.timings["write"] = time.perf_counter() - start
 
 
-def run_one(engine: Engine, ref: StudyRef, outputs: OutputOptions, run: dict) -> StudyRecord:
+def run_one(engine: EngineCore, ref: StudyRef, outputs: OutputOptions, run: dict) -> StudyRecord:
     """One study from its files to its published outputs, in this thread (a cluster worker's unit).
 
     Idempotent: a study whose record shows it done (say, by an earlier try of this very call
@@ -454,7 +469,7 @@ def summary(records: list[StudyRecord]) -> dict:
     return out
 
 
-def write_report(path: Path, engine: Engine, records: list[StudyRecord], extra: dict) -> Path:
+def write_report(path: Path, engine: EngineCore, records: list[StudyRecord], extra: dict) -> Path:
     """report.json: backend, versions, options, per-study records and the summary (atomic).
 
     Raises:
@@ -464,7 +479,7 @@ def write_report(path: Path, engine: Engine, records: list[StudyRecord], extra: 
 
     report = {"l2s_engine": __version__, "python": platform.python_version(), "numpy": np.__version__,
               "SimpleITK": sitk.Version_VersionString(), **_versions("pydicom", "highdicom"),
-              "backend": engine.describe(), "options": asdict(engine.options), **extra,
+              "backend": engine.describe(), "run": engine.run.describe(), "options": asdict(engine.options), **extra,
               "summary": summary(records), "studies": [_row(r) for r in records]}
     return write_text_atomic(path, json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n")
 

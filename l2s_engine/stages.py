@@ -1,20 +1,20 @@
 """The network stages of one study on the host: 2D cue, 3D probabilities (numpy + a backend).
 
-Each stage is a function from arrays to arrays, so the GPU path can replace them one by
-one. Fold ensembles average probabilities; flip test-time augmentation averages the logits
-of the mirrored inputs within one fold (as nnU-Net does).
+Each stage is a function from arrays to arrays, run over the batches of the study's plan
+(``core.StudyPlan``), as the device executor runs them; folds and flip TTA are combined by
+``ensemble``, which both executors share.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .backends import Backend
 from .geometry import Geometry
-from .planning import WindowPlan, batches
+from .ensemble import LOC2D_TTA_AXES, SEG3D_TTA_AXES, flip_sets, mean_logits, mean_probability
+from .planning import WindowPlan
 from .preprocess import slices_from_output, slices_to_input, to_coronal
 from .spec import Loc2DSpec
 from .tiling import gaussian_weights
@@ -30,68 +30,36 @@ def sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
-# The 2D net is trained with left-right flips only (training/augment.py flips the slice's
-# width, its lateral axis): a head-foot mirrored body is an input it has never seen, so test-time
-# augmentation mirrors that axis alone (axis 3 of a (batch, channels, rows, cols) batch).
-LOC2D_TTA_AXES = (3,)
-SEG3D_TTA_AXES = (2, 3, 4)
-
-
-def flip_sets(spatial_axes: Sequence[int], tta: bool) -> list[tuple[int, ...]]:
-    """The mirrorings to run: only the identity, or every subset of ``spatial_axes``."""
-    if not tta:
-        return [()]
-    return [c for r in range(len(spatial_axes) + 1) for c in itertools.combinations(spatial_axes, r)]
-
-
 def host_runner(net: Backend) -> Callable[[np.ndarray], np.ndarray]:
     """``x -> logits`` of a one-input, one-output network on the host."""
     in_name, out_name = next(iter(net.input_specs)), net.output_names[0]
     return lambda x: net.infer({in_name: x})[out_name]
 
 
-def mean_logits(run: Callable, x, flips: list[tuple[int, ...]]):
-    """``run(x)``'s logits averaged over the mirrored inputs, as float32.
-
-    Array-module agnostic (numpy on the host, CuPy on the device): ``run`` maps an input
-    batch to the network's logits.
-    """
-    total = None
-    for axes in flips:
-        xin = np.flip(x, axes).copy() if axes else x
-        out = run(xin)
-        out = np.flip(out, axes) if axes else out
-        total = out.astype(np.float32, copy=True) if total is None else total + out
-    if len(flips) > 1:
-        total /= np.float32(len(flips))
-    return total
+def _add_sigmoid(logits: np.ndarray, out: np.ndarray) -> None:
+    out += sigmoid_(logits)
 
 
 def run_loc2d(nets: Sequence[Backend], pet_2d: np.ndarray, geometry: Geometry, spec: Loc2DSpec,
-              slices: np.ndarray | None = None, batch: int = 16, tta: bool = False,
+              slice_batches: Sequence[np.ndarray], tta: bool = False,
               tick: Callable[[], object] | None = None) -> np.ndarray:
     """The location cue of a study: 2D-net probabilities stacked back onto its grid (z, y, x).
 
     Args:
         nets: one backend per fold (probabilities are averaged).
         pet_2d: PET normalised with the 2D spec, (z, y, x).
-        slices: coronal slices to run (None: all); the others get a cue of 0.
-        batch: slices per network call.
+        slice_batches: the coronal slices to run, one array per network call
+            (``StudyPlan.slice_batches``); the other slices get a cue of 0.
         tta: also run the slices mirrored left-right (``LOC2D_TTA_AXES``).
         tick: called after each batch (progress).
     """
     coronal = to_coronal(pet_2d, geometry)
     cue = np.zeros(pet_2d.shape, np.float32)
     cue_coronal = to_coronal(cue, geometry)  # a view: writing it fills ``cue``
-    index = np.arange(coronal.shape[0]) if slices is None else np.asarray(slices)
-    flips = flip_sets(LOC2D_TTA_AXES, tta)
-    for group in batches(index, batch):
+    flips, runs = flip_sets(LOC2D_TTA_AXES, tta), [host_runner(net) for net in nets]
+    for group in slice_batches:
         x = slices_to_input(coronal, group, spec.resize, spec.crop, spec.in_slices)
-        probs = np.zeros((len(group), *spec.slice_shape), np.float32)
-        for net in nets:
-            probs += sigmoid_(mean_logits(host_runner(net), x, flips)[:, 0])
-        if len(nets) > 1:
-            probs /= np.float32(len(nets))
+        probs = mean_probability(runs, x, flips, _add_sigmoid, np.zeros((len(group), *spec.slice_shape), np.float32))
         cue_coronal[group] = slices_from_output(probs, spec.resize, spec.crop, coronal.shape[1:])
         if tick:
             tick()
@@ -141,8 +109,8 @@ def blend_(acc: np.ndarray, wsum: np.ndarray, slab: int = 16) -> np.ndarray:
 
 
 def run_seg3d(nets: Sequence[Backend], pet_3d: np.ndarray, ct_3d: np.ndarray, plan: WindowPlan,
-              batch: int = 2, tta: bool = False, weights: np.ndarray | None = None,
-              tick: Callable[[], object] | None = None) -> np.ndarray:
+              window_batches: Sequence[Sequence[tuple[int, int, int]]], tta: bool = False,
+              weights: np.ndarray | None = None, tick: Callable[[], object] | None = None) -> np.ndarray:
     """3D-net lesion probabilities of a study: Gaussian-weighted logits of the planned windows.
 
     Per fold: ``p = sigmoid(sum(w * logit) / sum(w))`` over the windows covering a voxel;
@@ -152,8 +120,9 @@ def run_seg3d(nets: Sequence[Backend], pet_3d: np.ndarray, ct_3d: np.ndarray, pl
     Args:
         nets: one backend per fold.
         pet_3d, ct_3d: PET and CT normalised with the 3D spec, (z, y, x).
-        plan: the windows to run (``planning.plan_windows``).
-        batch: windows per network call.
+        plan: the windows (``planning.plan_windows``).
+        window_batches: ``plan``'s window starts, one list per network call
+            (``StudyPlan.window_batches``).
         tta: also run the windows mirrored along every subset of the three axes (8 passes).
         weights: the importance map (default: Gaussian, sigma = patch / 8).
         tick: called after each batch (progress).
@@ -164,7 +133,7 @@ def run_seg3d(nets: Sequence[Backend], pet_3d: np.ndarray, ct_3d: np.ndarray, pl
     result = None
     for net in nets:
         acc = np.zeros(plan.shape, np.float32)
-        for group in batches(list(plan.starts), batch):
+        for group in window_batches:
             logits = mean_logits(host_runner(net), gather_windows(pet_3d, ct_3d, plan, group), flips)[:, 0]
             accumulate(acc, logits, weights, plan, group)
             if tick:

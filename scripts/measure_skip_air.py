@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from l2s_engine.phantoms import make_phantom
-from l2s_engine.pipeline import Engine, InferOptions
+from l2s_engine.core import InferOptions
+from l2s_engine.pipeline import HostEngine
 from l2s_engine.resources import peak_rss_mb
 
 
@@ -27,8 +28,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000)
     args = parser.parse_args()
     # the whole cue in both, so that only air skipping differs
-    with Engine(args.engine, InferOptions(full_cue=True)) as skip, \
-            Engine(args.engine, InferOptions(skip_air=False, full_cue=True)) as full:
+    with HostEngine(args.engine, InferOptions(full_cue=True)) as skip, \
+            HostEngine(args.engine, InferOptions(skip_air=False, full_cue=True)) as full:
         for index in range(args.n):
             p = make_phantom(index, args.seed, args.size)
             rows = {}

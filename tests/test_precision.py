@@ -3,7 +3,7 @@
 import pytest
 
 from l2s_engine.cpuinfo import bf16_isa, parse_cpuinfo, reported_flags
-from l2s_engine.pipeline import InferOptions
+from l2s_engine.core import InferOptions
 from l2s_engine.precision import PrecisionError, choose, parse_precision
 
 CPUINFO = """processor\t: 0

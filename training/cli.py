@@ -24,7 +24,7 @@ from .data.studies import labelled_refs, load_training_studies, median_spacing
 from .loop import AMP_CHOICES, LoopConfig, resolve_amp
 from .models import Loc2DNet, Seg3DNet, load_imagenet_encoder
 from .predict import predict_cue, predict_volume
-from .stages import compute_cues, train_loc2d, train_seg3d
+from .fit import compute_cues, train_loc2d, train_seg3d
 from .weights import load_weights, read_config, save_weights, write_config
 
 log = logging.getLogger("l2s_training")
@@ -32,16 +32,16 @@ log = logging.getLogger("l2s_training")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="l2s-train", description=__doc__)
-    parser.add_argument("stage", choices=("2d", "3d", "all", "eval"),
+    parser.add_argument("task", choices=("2d", "3d", "all", "eval"),
                         help="2d: the localisation net; 3d: the segmentation net (needs 2d weights in "
                              "--out); all: both; eval: metrics of --out's nets on the held-out fold")
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="folder(s) of labelled studies")
     parser.add_argument("--out", type=Path, default=Path("weights"), help="weights directory (default weights/)")
     parser.add_argument("--preset", default="lite", help="lite (CPU minutes) or paper (default lite)")
     parser.add_argument("--fold", type=int, default=0, help="held-out fold 0-4, or -1: train on all data / evaluate all data (default 0)")
-    parser.add_argument("--epochs", type=int, help="epochs of each stage (default: the preset's)")
+    parser.add_argument("--epochs", type=int, help="epochs of each network (default: the preset's)")
     parser.add_argument("--iters", type=int, help="batches per epoch (default: the preset's)")
-    parser.add_argument("--lr", type=float, help="base learning rate of both stages (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="base learning rate of both networks (default: the preset's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--amp", default="auto", choices=AMP_CHOICES,
                         help="mixed precision: auto = fp16 on CUDA, bf16 on a CPU with native bfloat16 "
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print("l2s-train: --device cuda but torch sees no CUDA GPU; use --device cpu", file=sys.stderr)
         return 2
     try:
-        if args.stage == "eval":
+        if args.task == "eval":
             return _evaluate(args)
         return _train(args)
     except (L2SError, FileNotFoundError, ValueError) as exc:
@@ -140,7 +140,7 @@ def _train(args) -> int:
                   held_out_cases=len(held_out), device=args.device, amp=amp, torch=torch.__version__)
     torch.manual_seed(args.seed)
     loc = Loc2DNet(spec.loc2d)
-    if args.stage in ("2d", "all"):
+    if args.task in ("2d", "all"):
         if args.imagenet:
             missing = load_imagenet_encoder(loc, args.imagenet)
             log.info("ImageNet encoder weights from %s (%d keys missing)", args.imagenet, len(missing))
@@ -152,7 +152,7 @@ def _train(args) -> int:
                                    seconds=round(time.perf_counter() - start, 1), final_loss=losses[-1] if losses else None,
                                    imagenet=str(args.imagenet) if args.imagenet else None)
         write_config(args.out, spec, provenance)
-    if args.stage in ("3d", "all"):
+    if args.task in ("3d", "all"):
         load_weights(loc, args.out, "loc2d")
         start = time.perf_counter()
         compute_cues(loc.to(args.device), studies, spec, args.device)
@@ -161,7 +161,7 @@ def _train(args) -> int:
         seg = Seg3DNet(spec.seg3d)
         cfg = LoopConfig("seg3d", t.epochs_3d, t.iters_3d, t.lr, **common)
         start = time.perf_counter()
-        resume = args.resume and (args.stage == "3d" or (args.out / "checkpoints" / "seg3d.pt").exists())
+        resume = args.resume and (args.task == "3d" or (args.out / "checkpoints" / "seg3d.pt").exists())
         losses = train_seg3d(seg, studies, spec, cfg, resume)
         save_weights(seg, args.out, "seg3d")
         provenance["seg3d"] = dict(record, epochs=t.epochs_3d, iters=t.iters_3d, batch=t.batch_3d,

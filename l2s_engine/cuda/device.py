@@ -41,7 +41,7 @@ class CudaDevice:
         self.name = name.decode() if isinstance(name, bytes) else str(name)
 
     def activate(self) -> None:
-        """Make this GPU current in the calling thread (the reader thread stages uploads)."""
+        """Make this GPU current in the calling thread (the reader thread queues uploads)."""
         self.cuda.use()
 
     def stream(self):
@@ -69,8 +69,9 @@ class CudaDevice:
         return out
 
     def download(self, array, out: np.ndarray, stream) -> None:
-        """Queue a copy of device ``array`` into host ``out`` on ``stream``."""
-        array.get(stream=stream, out=out)
+        """Queue a copy of device ``array`` into page-locked host ``out`` on ``stream``, without
+        waiting: ``out`` holds it once ``stream`` has run that far (record an event, wait on it)."""
+        array.get(stream=stream, out=out, blocking=False)
 
     @staticmethod
     def runner(net: Backend, stream) -> Callable:

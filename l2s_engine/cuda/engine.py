@@ -1,18 +1,19 @@
 """One study through the pipeline on the GPU: two streams, device-resident from upload to mask.
 
 Data flow (DESIGN.md): PET and CT are copied once, from page-locked host memory, on a copy
-stream (``stage``; the scheduler's reader thread stages the next study while this one runs).
+stream (``upload``; the scheduler's reader thread uploads the next study while this one runs).
 Stream A normalises the PET, resizes and crops the coronal slices, runs the 2D batches and
 scatters their probabilities into the cue volume; stream B normalises PET and CT, gathers
 the windows, runs the 3D batches and accumulates Gaussian-weighted logits and weights. The
 host enqueues A's and B's batches alternately, so both streams hold work from the start.
 An event joins A into B; one kernel blends and thresholds; only the mask (and, when asked,
-the probability maps) comes back. The window plan and the slices to run are computed on the
-host first, with the same rules as the host pipeline (``Engine.plan``).
+the probability maps) comes back, into page-locked memory without blocking the stream, and
+the host waits once for all of it. The study's plan (slices, windows and their batches) is
+``core.EngineCore.plan``'s, as in the host executor.
 
 Buffers: the window weights and resampling tables are uploaded once per engine; volumes
 and batches come from CuPy's stream-ordered memory pool, so a study reuses the previous
-study's memory; two page-locked staging slots alternate between studies.
+study's memory; two page-locked upload slots alternate between studies.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from ..backends import BackendError
+from ..core import EngineCore, InferOptions, Progress, Run, Segmentation, StudyPlan, cuda_index
+from ..ensemble import LOC2D_TTA_AXES, SEG3D_TTA_AXES, flip_sets, mean_logits, mean_probability
 from ..geometry import Geometry
-from ..pipeline import Engine, InferOptions, Segmentation
-from ..postprocess import fuse
+from ..manifest import Manifest
+from ..postprocess import PAPER, fuse
 from ..preprocess import slice_context, to_coronal
 from ..resample import CT_ORDER, PET_ORDER, GridMap, grid_map
-from ..stages import LOC2D_TTA_AXES, SEG3D_TTA_AXES, flip_sets, mean_logits
 from ..tiling import gaussian_weights
 
 FILL = -1.0  # normalised air, where a window overhangs the volume (as the host path)
@@ -39,18 +41,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Staged:
+class Uploaded:
     """A study's PET (SUV) and CT (HU) on the device, ready once ``ready`` has completed."""
 
     pet: object
     ct: object
     ready: object
-    seconds: float = 0.0  # host time to stage (copy into page-locked memory, enqueue)
+    seconds: float = 0.0  # host time of the upload (copy into page-locked memory, enqueue)
 
 
 @dataclass
 class _Slot:
-    """A page-locked staging buffer pair and the event of its last upload."""
+    """A page-locked upload buffer pair and the event of its last upload."""
 
     pet: np.ndarray | None = None
     ct: np.ndarray | None = None
@@ -67,32 +69,31 @@ class _Timing:
         self.events[name] = event
 
 
-class DeviceEngine(Engine):
-    """An engine directory opened on a GPU (tensorrt or torch backend).
+class DeviceEngine(EngineCore):
+    """An engine directory opened on a GPU (tensorrt or torch backend): the device executor.
 
     Args:
-        engine_dir: output of ``l2s-export``.
-        options: as for ``Engine``; the backend must run on the device.
-        keep_maps: also copy the 3D probabilities and the cue back (``--save-probs``; the
-            ``components`` rule needs them too).
-        device: the device to run on (default: ``CudaDevice`` of ``options.device``).
+        source, run, keep_maps: as ``core.EngineCore``; the backend must run on the device.
+            ``keep_maps``: also copy the 3D probabilities and the cue back (``--save-probs``;
+            ``resolve_run`` adds it where the fusion rule runs on the host).
+        device: the device to run on (default: ``CudaDevice`` of the run's device).
     """
 
-    cue_on_demand = False  # the 2D and 3D nets run side by side on two streams: the cue is always whole
+    executor = "device"
 
-    def __init__(self, engine_dir: Path, options: InferOptions = InferOptions(), keep_maps: bool = False,
+    def __init__(self, source: Path | Manifest, run: Run | InferOptions = InferOptions(), keep_maps: bool = False,
                  device=None):
-        super().__init__(engine_dir, options)
+        super().__init__(source, run, keep_maps)
         for nets in self.nets.values():
             if not type(nets[0]).device_capable and device is None:
-                raise BackendError(f"the {options.backend} backend cannot run the GPU pipeline; use tensorrt or "
+                raise BackendError(f"the {self.options.backend} backend cannot run the GPU pipeline; use tensorrt or "
                                    "torch with --device cuda")
         if device is None:
             from .device import CudaDevice
 
-            device = CudaDevice(int((options.device or "cuda").partition(":")[2] or 0))
+            device = CudaDevice(cuda_index(self.options.device) or 0)
         self.device, self.kernels, self.xp = device, device.kernels, device.xp
-        self.keep_maps = keep_maps or self.options.rule != "paper"
+        self.keep_maps = self.run.keep_maps
         self.copy_stream, self.stream_2d, self.stream_3d = device.stream(), device.stream(), device.stream()
         with self.stream_3d:
             self.weights = self.xp.asarray(gaussian_weights(self.spec.seg3d.patch))
@@ -114,7 +115,7 @@ class DeviceEngine(Engine):
 
     # ---- upload ------------------------------------------------------------------------------
 
-    def stage(self, pet_suv: np.ndarray, ct_hu: np.ndarray) -> Staged:
+    def upload(self, pet_suv: np.ndarray, ct_hu: np.ndarray) -> Uploaded:
         """Queue the upload of one study (float32 SUV and HU) on the copy stream.
 
         Safe to call from another thread (the reader) while the previous study runs.
@@ -136,72 +137,73 @@ class DeviceEngine(Engine):
         ready = self.device.event()
         ready.record(self.copy_stream)
         slot.done = ready
-        return Staged(pet, ct, ready, time.perf_counter() - start)
+        return Uploaded(pet, ct, ready, time.perf_counter() - start)
 
     # ---- the two stages as batch generators ------------------------------------------------
 
-    def _loc2d(self, staged: Staged, geometry: Geometry, slices, cue, stream, tick):
+    def _loc2d(self, uploaded: Uploaded, geometry: Geometry, plan: StudyPlan, cue, stream, tick):
         """Stream A: normalise, then per batch resize/crop -> 2D nets -> scatter into ``cue``."""
         spec, k, xp = self.spec.loc2d, self.kernels, self.xp
         with stream:
-            stream.wait_event(staged.ready)
-            norm = xp.empty(staged.pet.shape, np.float32)
-            k.normalise(staged.pet, *spec.suv_window, norm)
+            stream.wait_event(uploaded.ready)
+            norm = xp.empty(uploaded.pet.shape, np.float32)
+            k.normalise(uploaded.pet, *spec.suv_window, norm)
         coronal, cue_coronal = to_coronal(norm, geometry), to_coronal(cue, geometry)
-        index = np.arange(coronal.shape[0]) if slices is None else np.asarray(slices)
-        context = slice_context(coronal.shape[0], index, spec.in_slices).astype(np.int32)
+        context = slice_context(coronal.shape[0], plan.slices, spec.in_slices).astype(np.int32)
         with stream:
-            context_dev, index_dev = xp.asarray(context), xp.asarray(index.astype(np.int32))
+            context_dev, index_dev = xp.asarray(context), xp.asarray(plan.slices.astype(np.int32))
         r0, r1, c0, c1 = spec.crop
         flips = flip_sets(LOC2D_TTA_AXES, self.options.tta)
         runs = [self.device.runner(net, stream) for net in self.nets["loc2d"]]
-        batch = self.options.batch_2d
-        for b0 in range(0, len(index), batch):
-            b1 = min(b0 + batch, len(index))
+
+        def add_sigmoid(logits, probs):
+            k.add_sigmoid(xp.ascontiguousarray(logits), probs)
+
+        b0 = 0
+        for group in plan.slice_batches():
+            b1 = b0 + len(group)
             with stream:
                 x = xp.empty(((b1 - b0) * spec.in_slices, r1 - r0, c1 - c0), np.float32)
                 k.resize_slices(coronal, context_dev[b0:b1].reshape(-1), spec.resize, spec.crop, x)
                 x = x.reshape(b1 - b0, spec.in_slices, r1 - r0, c1 - c0)
-                probs = xp.zeros((b1 - b0, r1 - r0, c1 - c0), np.float32)
-                for run in runs:
-                    k.add_sigmoid(xp.ascontiguousarray(mean_logits(run, x, flips)[:, 0]), probs)
-                if len(runs) > 1:
-                    probs /= np.float32(len(runs))
+                probs = mean_probability(runs, x, flips, add_sigmoid, xp.zeros((b1 - b0, r1 - r0, c1 - c0), np.float32))
                 k.scatter_slices(probs, spec.resize, spec.crop, index_dev[b0:b1], cue_coronal)
-            if tick:
-                tick()
+            b0 = b1
+            tick()
             yield
 
-    def _seg3d(self, staged: Staged, plan, acc, wsum, psum, stream, tick):
+    def _seg3d(self, uploaded: Uploaded, plan: StudyPlan, acc, wsum, psum, stream, tick):
         """Stream B: normalise, weight sum, then per fold and batch gather -> 3D net ->
         weighted accumulate (per fold into ``psum`` when several)."""
         spec, k, xp = self.spec.seg3d, self.kernels, self.xp
+        windows = plan.windows
         with stream:
-            stream.wait_event(staged.ready)
-            pet, ct = xp.empty(staged.pet.shape, np.float32), xp.empty(staged.ct.shape, np.float32)
-            k.normalise(staged.pet, *spec.suv_window, pet)
-            k.normalise(staged.ct, *spec.ct_window, ct)
-            corners = [plan.corner(start) for start in plan.starts]
+            stream.wait_event(uploaded.ready)
+            pet, ct = xp.empty(uploaded.pet.shape, np.float32), xp.empty(uploaded.ct.shape, np.float32)
+            k.normalise(uploaded.pet, *spec.suv_window, pet)
+            k.normalise(uploaded.ct, *spec.ct_window, ct)
+            corners = [windows.corner(start) for start in windows.starts]
             corners_dev = xp.asarray(np.array(corners, np.int32).reshape(-1, 3))
             for corner in corners:
                 k.accumulate_window(wsum, None, self.weights, corner)
         flips = flip_sets(SEG3D_TTA_AXES, self.options.tta)
-        batch, nets = self.options.batch_3d, self.nets["seg3d"]
+        nets = self.nets["seg3d"]
         for fold, net in enumerate(nets):
             run = self.device.runner(net, stream)
             if fold:
                 with stream:
                     acc.fill(0)
-            for b0 in range(0, len(corners), batch):
-                b1 = min(b0 + batch, len(corners))
+            b0 = 0
+            for group in plan.window_batches():
+                b1 = b0 + len(group)
                 with stream:
-                    x = xp.empty((b1 - b0, 2, *plan.patch), np.float32)
-                    k.gather_windows(pet, ct, corners_dev[b0:b1], plan.patch, FILL, x)
+                    x = xp.empty((b1 - b0, 2, *windows.patch), np.float32)
+                    k.gather_windows(pet, ct, corners_dev[b0:b1], windows.patch, FILL, x)
                     logits = xp.ascontiguousarray(mean_logits(run, x, flips)[:, 0])
                     for i in range(b1 - b0):
                         k.accumulate_window(acc, logits[i], self.weights, corners[b0 + i])
-                if tick:
-                    tick()
+                b0 = b1
+                tick()
                 yield
             if len(nets) > 1:
                 with stream:
@@ -210,21 +212,25 @@ class DeviceEngine(Engine):
     # ---- one study ---------------------------------------------------------------------------
 
     def segment(self, pet_suv: np.ndarray, ct_hu: np.ndarray, geometry: Geometry, progress=None,
-                staged: Staged | None = None) -> Segmentation:
-        """Segment one study (arrays on the PET grid; ``staged``: its upload, if queued earlier).
+                uploaded: Uploaded | None = None) -> Segmentation:
+        """Segment one study (arrays on the PET grid; ``uploaded``: its upload, if queued earlier).
 
-        At a spacing other than the networks', the staged PET (Keys cubic) and CT (linear) are
+        At a spacing other than the networks', the uploaded PET (Keys cubic) and CT (linear) are
         resampled to it on the device (and copied back for the host's planning), both stages
         run on that grid, and the 3D probabilities and the cue come back (linear kernels)
-        before the threshold, as in the host pipeline.
+        before the threshold, as in the host executor.
 
-        Timings: ``preprocess`` (host planning and staging), ``resample`` (device time of the
+        Args:
+            progress: ``progress(done, total)`` network batches, after each batch is queued.
+
+        Timings: ``preprocess`` (host planning and upload), ``resample`` (device time of the
         resampling kernels, both ways), ``2d``, ``3d`` and ``fusion`` (device times of each
-        stream's work, from CUDA events), ``device`` (first kernel to mask on the host) and
-        ``overlap`` (2d + 3d + fusion - device: the time the two streams ran at once).
+        stream's work, from CUDA events; ``fusion`` includes the copies back), ``device`` (first
+        kernel to mask on the host) and ``overlap`` (2d + 3d + fusion - device: the time the two
+        streams ran at once).
         """
         try:
-            return self._segment(pet_suv, ct_hu, geometry, progress, staged)
+            return self._segment(pet_suv, ct_hu, geometry, progress, uploaded)
         except BaseException:
             # queued work may still read the study's buffers: they return to the memory pool
             # (and may be handed to the next study's upload) only once both streams are done
@@ -243,18 +249,18 @@ class DeviceEngine(Engine):
                 log.debug("synchronising a stream after an error failed too", exc_info=True)
 
     def _segment(self, pet_suv: np.ndarray, ct_hu: np.ndarray, geometry: Geometry, progress,
-                 staged: Staged | None) -> Segmentation:
+                 uploaded: Uploaded | None) -> Segmentation:
         start = time.perf_counter()
         grid, times = grid_map(geometry, self.spec.spacing_zyx_mm), {"resample": 0.0}
         if grid.resampled:
-            staged = self.stage(pet_suv, ct_hu) if staged is None else staged
-            staged, pet_suv, ct_hu, times["resample"] = self._to_network(staged, grid)
+            uploaded = self.upload(pet_suv, ct_hu) if uploaded is None else uploaded
+            uploaded, pet_suv, ct_hu, times["resample"] = self._to_network(uploaded, grid)
         geometry = grid.network  # the grid the networks run on (the native one when nothing is resampled)
-        slices, plan, work = self.plan(pet_suv, ct_hu, geometry)
-        if staged is None:
-            staged = self.stage(pet_suv, ct_hu)
+        plan = self.plan(pet_suv, ct_hu, geometry)
+        if uploaded is None:
+            uploaded = self.upload(pet_suv, ct_hu)
         times["preprocess"] = time.perf_counter() - start - times["resample"]
-        tick = self._progress(progress, work)
+        counter = Progress(progress, plan)
         xp, a, b, t = self.xp, self.stream_2d, self.stream_3d, _Timing()
         folds = self.folds
         t.mark(self.device, "begin", a)
@@ -265,8 +271,8 @@ class DeviceEngine(Engine):
         with a:
             cue = xp.zeros(geometry.shape, np.float32)
         t.mark(self.device, "3d_begin", b)
-        stages = {"2d": (self._loc2d(staged, geometry, slices, cue, a, tick), a),
-                  "3d": (self._seg3d(staged, plan, acc, wsum, psum, b, tick), b)}
+        stages = {"2d": (self._loc2d(uploaded, geometry, plan, cue, a, counter.tick), a),
+                  "3d": (self._seg3d(uploaded, plan, acc, wsum, psum, b, counter.tick), b)}
         while stages:  # enqueue the two streams' batches alternately
             for name, (batches, stream) in list(stages.items()):
                 if next(batches, StopIteration) is StopIteration:
@@ -279,7 +285,7 @@ class DeviceEngine(Engine):
         else:
             mask, p3d, cue_host = self._fuse(acc, wsum, psum, cue, folds, b)
         t.mark(self.device, "end", b)
-        t.events["end"].synchronize()
+        t.events["end"].synchronize()  # the one wait: the mask (and maps) are in page-locked memory
         elapsed = self.device.elapsed
         times["2d"] = elapsed(t.events["begin"], t.events["2d_end"])
         times["3d"] = elapsed(t.events["3d_begin"], t.events["3d_end"])
@@ -290,31 +296,31 @@ class DeviceEngine(Engine):
             times["fusion"] -= back
         times["device"] = elapsed(t.events["begin"], t.events["end"])
         times["overlap"] = max(0.0, times["2d"] + times["3d"] + times["fusion"] - times["device"])
-        if self.options.rule != "paper":
+        if self.options.rule != PAPER:  # the other rules are the host's (resolve_run keeps the maps)
             host_start = time.perf_counter()
             mask = fuse(self.options.rule, p3d, cue_host, self.fusion)
             times["fusion"] += time.perf_counter() - host_start
-        return Segmentation(mask, p3d, cue_host, times, work, grid.describe(times["resample"]))
+        return Segmentation(mask, p3d, cue_host, times, plan.work, grid.describe(times["resample"]))
 
-    def _to_network(self, staged: Staged, grid: GridMap) -> tuple:
-        """(staged on the network grid, its PET and CT on the host for planning, device seconds):
-        the resampling kernels on stream B, then the copies back (synchronous)."""
+    def _to_network(self, uploaded: Uploaded, grid: GridMap) -> tuple:
+        """(the upload on the network grid, its PET and CT on the host for planning, device
+        seconds): the resampling kernels on stream B, then the copies back (waited for)."""
         k, xp, stream, t = self.kernels, self.xp, self.stream_3d, _Timing()
         shape = grid.network.shape
         with stream:
-            stream.wait_event(staged.ready)
+            stream.wait_event(uploaded.ready)
             t.mark(self.device, "begin", stream)
             pet, ct = xp.empty(shape, np.float32), xp.empty(shape, np.float32)
-            k.resample(staged.pet, k.grid_tables(grid, "to_network", PET_ORDER), PET_ORDER, pet)
-            k.resample(staged.ct, k.grid_tables(grid, "to_network", CT_ORDER), CT_ORDER, ct)
+            k.resample(uploaded.pet, k.grid_tables(grid, "to_network", PET_ORDER), PET_ORDER, pet)
+            k.resample(uploaded.ct, k.grid_tables(grid, "to_network", CT_ORDER), CT_ORDER, ct)
             t.mark(self.device, "end", stream)
-            pet_host, ct_host = np.empty(shape, np.float32), np.empty(shape, np.float32)
+            pet_host, ct_host = self._host_buffer(shape, np.float32), self._host_buffer(shape, np.float32)
             self.device.download(pet, pet_host, stream)
             self.device.download(ct, ct_host, stream)
             t.mark(self.device, "copied", stream)
         t.events["copied"].synchronize()
         seconds = self.device.elapsed(t.events["begin"], t.events["end"])
-        return Staged(pet, ct, t.events["end"], staged.seconds), pet_host, ct_host, seconds
+        return Uploaded(pet, ct, t.events["end"], uploaded.seconds), pet_host, ct_host, seconds
 
     def _fuse_native(self, acc, wsum, psum, cue, folds: int, stream, grid: GridMap, t: _Timing):
         """Blend on the network grid, bring the probabilities and the cue back onto the native
@@ -340,7 +346,7 @@ class DeviceEngine(Engine):
             return self._download(mask, p_native, cue_native, stream)
 
     def _fuse(self, acc, wsum, psum, cue, folds: int, stream):
-        """The fused blend + threshold on ``stream``, then the copies back (synchronous)."""
+        """The fused blend + threshold on ``stream``, then the copies back (queued)."""
         xp, k, f = self.xp, self.kernels, self.fusion
         shape = acc.shape
         with stream:
@@ -354,13 +360,18 @@ class DeviceEngine(Engine):
             return self._download(mask, p, cue, stream)
 
     def _download(self, mask, p, cue, stream):
-        """The mask, and with ``keep_maps`` the 3D probabilities and the cue, copied to the host
-        on ``stream`` (synchronous)."""
-        mask_host = np.empty(mask.shape, np.uint8)
+        """The mask, and with ``keep_maps`` the 3D probabilities and the cue, queued for copying
+        into page-locked host memory on ``stream`` (valid once ``stream`` has run that far)."""
+        mask_host = self._host_buffer(mask.shape, np.uint8)
         self.device.download(mask, mask_host, stream)
         p_host = cue_host = None
         if self.keep_maps:
-            p_host, cue_host = np.empty(mask.shape, np.float32), np.empty(mask.shape, np.float32)
+            p_host, cue_host = self._host_buffer(mask.shape, np.float32), self._host_buffer(mask.shape, np.float32)
             self.device.download(p, p_host, stream)
             self.device.download(cue, cue_host, stream)
         return mask_host, p_host, cue_host
+
+    def _host_buffer(self, shape: tuple, dtype) -> np.ndarray:
+        """A page-locked host array (CuPy's pinned pool: a study reuses the memory of one whose
+        outputs are written), so the copies back run without blocking the stream."""
+        return self.device.pinned(int(np.prod(shape)), dtype).reshape(shape)

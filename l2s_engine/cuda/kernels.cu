@@ -224,12 +224,10 @@ extern "C" __global__ void accumulate_window(float* __restrict__ acc, const floa
 
 // ---- fusion ---------------------------------------------------------------------------------
 
-// The L2SNet fusion of one fold, fused with the blend:
+// The L2SNet fusion of one fold, fused with the blend, by the host's rule (postprocess.fuse_paper):
 //   p = sigmoid(acc / wsum) (0 where wsum == 0); mask = p > (cue > cue_switch ? t_low : t_high)
-// The mask is decided on logits, acc / wsum > logit(t), the same rule (sigmoid is increasing)
-// with no transcendental in the decision: the float32 division is correctly rounded here and
-// in numpy, so the mask matches a numpy reference bit for bit. The host passes
-// logit(t_low) and logit(t_high) computed in float64. Where wsum == 0, 0/0 is NaN: mask 0.
+// The decision is on p, as on the host, so both executors apply one rule; they can differ only
+// where expf and numpy's exp round p differently and p lies within that rounding of a threshold.
 extern "C" __global__ void fuse_threshold(const float* __restrict__ acc,
                                           const float* __restrict__ wsum,
                                           const float* __restrict__ cue,
@@ -237,13 +235,13 @@ extern "C" __global__ void fuse_threshold(const float* __restrict__ acc,
                                           unsigned char* __restrict__ mask,
                                           long long n,
                                           float cue_switch,
-                                          float logit_low,
-                                          float logit_high) {
+                                          float t_low,
+                                          float t_high) {
     GRID_STRIDE_LOOP(i, n) {
-        const float logit = __fdiv_rn(acc[i], wsum[i]);
-        const float threshold = cue[i] > cue_switch ? logit_low : logit_high;
-        mask[i] = logit > threshold ? 1 : 0;
-        if (p) p[i] = wsum[i] > 0.0f ? __frcp_rn(__fadd_rn(expf(-logit), 1.0f)) : 0.0f;
+        const float prob = wsum[i] > 0.0f
+            ? __frcp_rn(__fadd_rn(expf(-__fdiv_rn(acc[i], wsum[i])), 1.0f)) : 0.0f;
+        mask[i] = prob > (cue[i] > cue_switch ? t_low : t_high) ? 1 : 0;
+        if (p) p[i] = prob;
     }
 }
 

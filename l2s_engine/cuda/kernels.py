@@ -63,15 +63,6 @@ def linear_tables(n_in: int, n_out: int, start: int = 0, stop: int | None = None
             np.ascontiguousarray(w1[start:stop], np.float32))
 
 
-def logit(t: float) -> float:
-    """log(t / (1 - t)) in float64 (+-inf at 1 and 0)."""
-    if t <= 0.0:
-        return -math.inf
-    if t >= 1.0:
-        return math.inf
-    return math.log(t / (1.0 - t))
-
-
 def element_strides(array) -> tuple[np.int64, ...]:
     return tuple(np.int64(s // array.itemsize) for s in array.strides)
 
@@ -156,10 +147,10 @@ class Kernels:
                                                         *_i32(*corner, *acc.shape, *weights.shape)))
 
     def fuse_threshold(self, acc, wsum, cue, p, mask, cue_switch: float, low: float, high: float) -> None:
-        """Blend and fuse one fold: ``p = sigmoid(acc / wsum)`` (``p`` may be None) and
-        ``mask = acc / wsum > logit(cue > cue_switch ? low : high)`` (uint8)."""
+        """Blend and fuse one fold: ``p = sigmoid(acc / wsum)`` (0 where ``wsum`` is 0; ``p`` may be
+        None) and ``mask = p > (cue > cue_switch ? low : high)`` (uint8): ``postprocess.fuse_paper``."""
         self.launch("fuse_threshold", acc.size, (acc, wsum, cue, NULL if p is None else p, mask, np.int64(acc.size),
-                                                 np.float32(cue_switch), np.float32(logit(low)), np.float32(logit(high))))
+                                                 np.float32(cue_switch), np.float32(low), np.float32(high)))
 
     def add_probability(self, acc, wsum, psum) -> None:
         """``psum += sigmoid(acc / wsum)`` where ``wsum > 0`` (``stages.blend_`` summed over folds)."""

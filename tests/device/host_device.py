@@ -485,6 +485,7 @@ class HostDevice:
 
     def pinned(self, n: int, dtype) -> np.ndarray:
         out = np.ndarray.__new__(PinnedArray, (n,), dtype)
+        np.ndarray.fill(out, np.nan if out.dtype.kind == "f" else 0x5A)  # what a read before its copy sees
         out._device, out._label = self, f"page-locked {_describe(out)} from {_site()}"
         return out
 
@@ -493,11 +494,12 @@ class HostDevice:
         return self._upload(host, stream)
 
     def download(self, array: DeviceArray, out: np.ndarray, stream: HostStream) -> None:
-        """CuPy's ``get(stream=, out=)``: queued on ``stream``, then blocking (``stream`` synchronised)."""
+        """CuPy's ``get(stream=, out=, blocking=False)``: queued on ``stream`` into page-locked
+        ``out``; the host may read ``out`` only after something orders it after the copy."""
         assert isinstance(array, DeviceArray), f"download of a host array {_describe(array)}"
+        assert isinstance(out, PinnedArray), f"a non-blocking copy back into pageable memory {_describe(out)}"
         assert array.shape == out.shape and array.dtype == out.dtype, (_describe(array), _describe(out))
-        self._enqueue(stream, "download", [array], [out], lambda: np.copyto(out, _plain(array)))
-        stream.synchronize()
+        self._enqueue(stream, "download", [array], [out], lambda: np.copyto(_plain(out), _plain(array)))
 
     def runner(self, net, stream: HostStream):
         """``net.infer_device(x, stream)``: queued on ``stream``; the output lives in one buffer

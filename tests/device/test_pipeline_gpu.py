@@ -31,11 +31,12 @@ def programs(tmp_path_factory):
 def test_torch_fp16_gpu_pipeline_gives_the_cpu_mask(programs):
     from l2s_engine.cuda.engine import DeviceEngine
     from l2s_engine.phantoms import make_phantom
-    from l2s_engine.pipeline import Engine, InferOptions
+    from l2s_engine.core import InferOptions
+    from l2s_engine.pipeline import HostEngine
 
     gpu_options = InferOptions(backend="torch", device="cuda", precision="fp16")
     lesions = 0
-    with Engine(programs, InferOptions(backend="torch", full_cue=True)) as cpu, DeviceEngine(programs, gpu_options) as gpu:
+    with HostEngine(programs, InferOptions(backend="torch", full_cue=True)) as cpu, DeviceEngine(programs, gpu_options) as gpu:
         for index in range(4):
             phantom = make_phantom(index, seed=1000, size="small")
             ref = cpu.segment(phantom.pet, phantom.ct, phantom.geometry)
@@ -56,7 +57,7 @@ def test_no_device_memory_growth_over_ten_studies(programs):
 
     from l2s_engine.cuda.engine import DeviceEngine
     from l2s_engine.phantoms import make_phantom
-    from l2s_engine.pipeline import InferOptions
+    from l2s_engine.core import InferOptions
 
     phantoms = [make_phantom(i, seed=2000, size="small") for i in range(10)]
     held = []

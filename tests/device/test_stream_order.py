@@ -23,7 +23,8 @@ from runtime.engines import fast_engine
 
 import l2s_engine.cuda.engine as engine_module
 from l2s_engine.phantoms import make_phantom
-from l2s_engine.pipeline import Engine, InferOptions
+from l2s_engine.core import InferOptions
+from l2s_engine.pipeline import HostEngine
 
 from .host_device import DeviceArray, HostDevice
 from .test_device_pipeline_host import check_timings, label_streams
@@ -51,8 +52,13 @@ def test_work_waits_until_forced_and_runs_out_of_program_order(host_kernels):
         z += y
     with a:
         later = xp.zeros(3, np.float32)
-    out = np.empty(x.shape, np.float32)
+    out = device.pinned(x.size, np.float32)
     device.download(z, out, b)
+    assert ("b", "download") not in device.executed  # a copy back does not block: it is queued
+    with pytest.raises(AssertionError, match=r"stream-order hazard: host .* reads page-locked float32\(1000,\) .* "
+                                             r"written by download on b"):
+        out.sum()  # the host reads the copy back before anything ordered it after the copy
+    b.synchronize()
     # b's zeros were queued after a's work: they run first; a's work only as far as b's wait needs
     assert device.executed == [("b", "fill"), ("a", "upload"), ("a", "kernel normalise"), ("b", "add"),
                                ("b", "download")]
@@ -118,8 +124,9 @@ def test_host_write_into_page_locked_memory_an_upload_still_reads(host_kernels):
         pinned[0] = 5.0
     ready.synchronize()
     np.copyto(pinned, np.full(6, 9.0, np.float32))  # the upload has read it
-    out = np.empty(6, np.float32)
+    out = device.pinned(6, np.float32)
     device.download(on_device, out, copy)
+    copy.synchronize()
     np.testing.assert_array_equal(out, np.arange(6, dtype=np.float32))
 
 
@@ -132,13 +139,15 @@ def test_an_upload_reads_page_locked_memory_when_it_runs(host_kernels):
     np.copyto(pinned, np.ones(4, np.float32))
     on_device = device.upload(pinned, copy)
     np.copyto(pinned, np.full(4, 2.0, np.float32))
-    out = np.empty(4, np.float32)
+    out = device.pinned(4, np.float32)
     device.download(on_device, out, copy)
+    copy.synchronize()
     np.testing.assert_array_equal(out, 2.0)
     pageable = np.ones(4, np.float32)  # from pageable memory CUDA stages the data at once
     on_device = device.upload(pageable, copy)
     pageable[:] = 3.0
     device.download(on_device, out, copy)
+    copy.synchronize()
     np.testing.assert_array_equal(out, 1.0)
 
 
@@ -191,7 +200,7 @@ def studies(tmp_path_factory):
     phantoms = [make_phantom(i, seed=1000, size="tiny") for i in range(3)]
     refs = {}
     for name, engine_dir, cases in (("native", native, phantoms), ("resampled", resampled, phantoms[:1])):
-        with Engine(engine_dir, InferOptions(full_cue=True)) as host:
+        with HostEngine(engine_dir, InferOptions(full_cue=True)) as host:
             refs[name] = [host.segment(p.pet, p.ct, p.geometry) for p in cases]
     assert sum(int(r.mask.sum()) for r in refs["native"]) > 0 and refs["resampled"][0].mask.sum() > 0
     assert len({r.mask.tobytes() for r in refs["native"]}) == 3  # a study's result is its own
@@ -211,35 +220,28 @@ class _Interrupted(Exception):
 
 
 class _StopAfter:
-    """A progress bar that raises on its n-th tick (the host, mid-study, between batches)."""
+    """A progress callback that raises on the n-th batch (the host, mid-study, between batches)."""
 
     def __init__(self, n: int):
-        self.n, self.total = n, None
+        self.n = n
 
-    def reset(self, total):
-        self.total = total
-
-    def update(self, k=1):
-        self.n -= k
-        if self.n <= 0:
+    def __call__(self, done: int, total: int) -> None:
+        if done >= self.n:
             raise _Interrupted("interrupted")
-
-    def refresh(self):
-        pass
 
 
 def run_pipeline(engine_class, studies, device_for) -> None:
-    """Three studies staged back to back (the first staging slot comes round again before its
+    """Three studies uploaded back to back (the first upload slot comes round again before its
     upload is used), then segmented in turn; then a study resampled on the device."""
     phantoms, refs = studies["phantoms"], studies["refs"]
     device = device_for()
     with engine_class(studies["native"], OPTIONS, keep_maps=True, device=device) as engine:
         label_streams(engine)
-        staged = [engine.stage(p.pet, p.ct) for p in phantoms]
+        uploads = [engine.upload(p.pet, p.ct) for p in phantoms]
         engine.stream_3d.synchronize()  # the engine's own upload (window weights) out of the way
-        for i, (phantom, study, ref) in enumerate(zip(phantoms, staged, refs["native"])):
+        for i, (phantom, study, ref) in enumerate(zip(phantoms, uploads, refs["native"])):
             before = device.work(engine.stream_2d, engine.stream_3d)
-            got = engine.segment(phantom.pet, phantom.ct, phantom.geometry, staged=study)
+            got = engine.segment(phantom.pet, phantom.ct, phantom.geometry, uploaded=study)
             check_result(got, ref, f"study {i}")
             check_timings(got.timings, "paper", device.work(engine.stream_2d, engine.stream_3d) - before)
     device = device_for()
@@ -273,18 +275,18 @@ SYNC_CALLS = ("wait_event", "synchronize")
 # every wait_event / synchronize statement of cuda/engine.py (function: statement) -> what its
 # deletion does: (with the hazard check, without it); a pattern of the failure, or None: passes
 EXPECTED = {
-    # the copy stream's upload has read a staging slot before the host refills it
-    "stage: slot.done.synchronize()": (r"stream-order hazard: host copyto \(engine.py:\d+ in stage[^)]*\) writes "
+    # the copy stream's upload has read an upload slot before the host refills it
+    "upload: slot.done.synchronize()": (r"stream-order hazard: host copyto \(engine.py:\d+ in upload[^)]*\) writes "
                                        r"page-locked float32.* read by upload on copy", r"wrong mask of study 0"),
     # stream A and stream B read the study after its upload (or, resampled, after the resampling)
-    "_loc2d: stream.wait_event(staged.ready)": (r"stream-order hazard: kernel normalise on stream_2d "
+    "_loc2d: stream.wait_event(uploaded.ready)": (r"stream-order hazard: kernel normalise on stream_2d "
                                                 r"\(engine.py:\d+ in _loc2d[^)]*\) reads device float32.* uploaded at "
-                                                r"engine.py:\d+ in stage.* written by upload on copy",
+                                                r"engine.py:\d+ in upload.* written by upload on copy",
                                                 r"wrong (cue|mask) of study 1"),
-    "_seg3d: stream.wait_event(staged.ready)": (r"stream-order hazard: kernel normalise on stream_3d "
+    "_seg3d: stream.wait_event(uploaded.ready)": (r"stream-order hazard: kernel normalise on stream_3d "
                                                 r"\(engine.py:\d+ in _seg3d[^)]*\) reads .* written by upload on copy",
                                                 r"wrong (p3d|mask) of study 1"),
-    "_to_network: stream.wait_event(staged.ready)": (r"stream-order hazard: kernel resample_cubic on stream_3d "
+    "_to_network: stream.wait_event(uploaded.ready)": (r"stream-order hazard: kernel resample_cubic on stream_3d "
                                                      r"\(engine.py:\d+ in _to_network[^)]*\) reads .* written by upload "
                                                      r"on copy", r"wrong (mask|cue|p3d) of the resampled study"),
     # B waits for A's first event: the 3D stage's span lies inside the device time
@@ -297,8 +299,9 @@ EXPECTED = {
                                                   r"cudaErrorNotReady"),
     # the events are read after the last one completed
     "_segment: t.events['end'].synchronize()": ("cudaErrorNotReady", "cudaErrorNotReady"),
-    # redundant: the downloads before it block (CuPy's get), so the stream is done already
-    "_to_network: t.events['copied'].synchronize()": (None, None),
+    # the host reads the resampling's events, and plans on the resampled PET and CT copied back
+    # (page-locked, not blocking), only once the copies have landed
+    "_to_network: t.events['copied'].synchronize()": ("cudaErrorNotReady", "cudaErrorNotReady"),
     # an error mid-study: both streams run out before the study's buffers can be reused
     "_settle: stream.synchronize()": ("work still queued after segment raised", "work still queued after segment raised"),
 }

@@ -20,7 +20,8 @@ def test_tensorrt_gpu_pipeline_gives_the_onnxruntime_mask(tmp_path):
     from l2s_engine.cuda.engine import DeviceEngine
     from l2s_engine.manifest import MANIFEST, manifest_dict, read_manifest
     from l2s_engine.phantoms import make_phantom
-    from l2s_engine.pipeline import Engine, InferOptions
+    from l2s_engine.core import InferOptions
+    from l2s_engine.pipeline import HostEngine
     from l2s_export.tensorrt_build import build_plans
 
     engine_dir = fast_engine(tmp_path / "engine")
@@ -29,7 +30,7 @@ def test_tensorrt_gpu_pipeline_gives_the_onnxruntime_mask(tmp_path):
     (engine_dir / MANIFEST).write_text(json.dumps(manifest_dict(manifest.spec, [*manifest.files, *plans], {}), indent=2))
     phantom = make_phantom(0, seed=1000, size="small")
     options = InferOptions(backend="tensorrt", device="cuda", precision="fp16", batch_2d=8, batch_3d=2)
-    with Engine(engine_dir) as cpu, DeviceEngine(engine_dir, options) as gpu:
+    with HostEngine(engine_dir) as cpu, DeviceEngine(engine_dir, options) as gpu:
         ref = cpu.segment(phantom.pet, phantom.ct, phantom.geometry).mask
         got = gpu.segment(phantom.pet, phantom.ct, phantom.geometry).mask
     total = int(ref.sum()) + int(got.sum())

@@ -100,14 +100,15 @@ def test_onnx_runtime_matches_pytorch(tmp_path, name, role):
 
 def test_programs_only_export_runs_the_torch_backend_like_onnx_runtime(engine_dir, tmp_path):
     from l2s_engine.phantoms import make_phantom
-    from l2s_engine.pipeline import Engine, InferOptions
+    from l2s_engine.core import InferOptions
+    from l2s_engine.pipeline import HostEngine
 
     out = tmp_path / "programs"
     assert main([str(DEMO), "-o", str(out), "--programs-only"]) == 0
     manifest = read_manifest(out)
     assert sorted(f.path for f in manifest.files) == ["loc2d.pt2", "seg3d.pt2"]
     phantom = make_phantom(2, seed=1000, size="small")
-    with Engine(out, InferOptions(backend="torch")) as torch_engine, Engine(engine_dir) as ort_engine:
+    with HostEngine(out, InferOptions(backend="torch")) as torch_engine, HostEngine(engine_dir) as ort_engine:
         got = torch_engine.segment(phantom.pet, phantom.ct, phantom.geometry).mask
         ref = ort_engine.segment(phantom.pet, phantom.ct, phantom.geometry).mask
     assert ref.sum() > 0 and int((got != ref).sum()) <= 2

@@ -6,33 +6,40 @@ import pytest
 pytest.importorskip("onnx")
 
 from l2s_engine.phantoms import make_phantom  # noqa: E402
-from l2s_engine.pipeline import Engine, InferOptions  # noqa: E402
+from l2s_engine.core import InferOptions  # noqa: E402
+from l2s_engine.pipeline import HostEngine  # noqa: E402
 from l2s_engine.preprocess import to_coronal  # noqa: E402
 
 from .engines import fast_engine  # noqa: E402
 
 
 class Bar:
-    """A tqdm-like bar that records its total and its ticks."""
+    """A progress callback that records its calls (done, total)."""
 
     def __init__(self):
-        self.total, self.n = None, 0
+        self.calls = []
 
-    def reset(self, total):
-        self.total, self.n = total, 0
+    def __call__(self, done, total):
+        self.calls.append((done, total))
 
-    def update(self, k=1):
-        self.n += k
+    @property
+    def n(self):
+        return self.calls[-1][0]
 
-    def refresh(self):
-        pass
+    @property
+    def total(self):
+        return self.calls[-1][1]
+
+    def ticks_one_by_one(self) -> bool:
+        done = [d for d, _ in self.calls]
+        return done[0] == 0 and all(b - a in (0, 1) for a, b in zip(done, done[1:]))
 
 
 def test_same_mask_as_the_whole_cue_with_fewer_slices(tmp_path):
     engine_dir = fast_engine(tmp_path / "engine")
     options = InferOptions(batch_2d=3)
     decided = 0
-    with Engine(engine_dir, options) as lazy, Engine(engine_dir, InferOptions(batch_2d=3, full_cue=True)) as full:
+    with HostEngine(engine_dir, options) as lazy, HostEngine(engine_dir, InferOptions(batch_2d=3, full_cue=True)) as full:
         assert lazy.describe()["cue"] == "on demand" and full.describe()["cue"] == "full"
         for index in (0, 2):
             phantom = make_phantom(index, seed=1000, size="small")
@@ -47,6 +54,7 @@ def test_same_mask_as_the_whole_cue_with_fewer_slices(tmp_path):
             run = got.work["slices_run"]
             assert got.work["slices_candidates"] == ref.work["slices_run"] > run > 0
             assert bar.n == bar.total  # the bar's total was cut to what ran
+            assert bar.calls[0][1] > bar.total and bar.ticks_one_by_one()
             # the cue: the whole cue's values on the slices run, 0 on the others
             got_c, ref_c = to_coronal(got.cue, phantom.geometry), to_coronal(ref.cue, phantom.geometry)
             ran = np.flatnonzero(got_c.reshape(got_c.shape[0], -1).any(axis=1))
@@ -68,7 +76,7 @@ def test_components_rule_and_full_cue_run_every_body_slice(tmp_path, options):
     ap = phantom.geometry.anterior_posterior_axis()
     body_slices = int(np.count_nonzero(body.any(axis=tuple(a for a in range(3) if a != ap))))
     assert 0 < body_slices < phantom.pet.shape[ap]  # the phantom has air slices to leave out
-    with Engine(engine_dir, options) as engine:
+    with HostEngine(engine_dir, options) as engine:
         assert not engine.cue_on_demand and engine.describe()["cue"] == "full"
         bar = Bar()
         got = engine.segment(phantom.pet, phantom.ct, phantom.geometry, progress=bar)
@@ -76,6 +84,7 @@ def test_components_rule_and_full_cue_run_every_body_slice(tmp_path, options):
     assert got.work["slices_run"] == body_slices
     # every batch ticked: the body slices' 2D batches and the 3D batches
     assert bar.n == bar.total == -(-body_slices // options.batch_2d) + -(-got.work["windows_run"] // options.batch_3d)
+    assert {total for _, total in bar.calls} == {bar.total} and bar.ticks_one_by_one()
 
 
 def test_the_engines_own_rule_is_the_default_and_an_asked_rule_wins(tmp_path):
@@ -84,12 +93,12 @@ def test_the_engines_own_rule_is_the_default_and_an_asked_rule_wins(tmp_path):
     engine_dir = fast_engine(tmp_path / "engine")
     manifest = json.loads((engine_dir / "manifest.json").read_text())
     assert manifest["spec"]["fusion"]["rule"] == "paper"
-    with Engine(engine_dir) as engine:
+    with HostEngine(engine_dir) as engine:
         assert engine.options.rule == "paper" and engine.cue_on_demand
     manifest["spec"]["fusion"]["rule"] = "components"
     (engine_dir / "manifest.json").write_text(json.dumps(manifest))
-    with Engine(engine_dir) as engine:
+    with HostEngine(engine_dir) as engine:
         assert engine.options.rule == "components" and engine.describe()["rule"] == "components"
         assert not engine.cue_on_demand
-    with Engine(engine_dir, InferOptions(rule="paper")) as engine:
+    with HostEngine(engine_dir, InferOptions(rule="paper")) as engine:
         assert engine.options.rule == "paper"

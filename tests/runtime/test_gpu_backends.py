@@ -9,7 +9,7 @@ from l2s_engine.backends import BackendError, MissingDependencyError, backend_cl
 from l2s_engine.backends.auto import Probe, choose
 from l2s_engine.backends.tensorrt import check_batch, io_plan
 from l2s_engine.manifest import Manifest, ModelFile, TensorInfo
-from l2s_engine.pipeline import InferOptions
+from l2s_engine.core import InferOptions
 from l2s_engine.spec import preset
 
 WINDOWS = (TensorInfo("windows", "float32", (-1, 2, 32, 48, 40)),)

@@ -20,7 +20,7 @@ from l2s_engine.io import images as images_module  # noqa: E402
 from l2s_engine.io import load_label  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
 from l2s_engine.phantoms.files import write_study  # noqa: E402
-from l2s_engine.pipeline import Engine  # noqa: E402
+from l2s_engine.pipeline import HostEngine  # noqa: E402
 
 from .engines import fast_engine  # noqa: E402
 
@@ -147,7 +147,7 @@ def test_an_unusable_output_folder_is_refused_before_any_study(engine, tmp_path,
     def never(*args, **kwargs):
         raise AssertionError("a study was computed before the output folder was checked")
 
-    monkeypatch.setattr(Engine, "segment", never)
+    monkeypatch.setattr(HostEngine, "segment", never)
     (tmp_path / "file").write_text("not a folder")
     assert _run(engine, [folder], tmp_path / "file") == 2
     assert "is a file" in capsys.readouterr().err

@@ -54,7 +54,7 @@ def test_the_tensorrt_backend_checks_the_gpu_before_its_package(no_gpu, monkeypa
     cls = backend_class("tensorrt")
     manifest = Manifest(Path("engine"), preset("lite"), (PLAN,), {})
     with pytest.raises(NoCudaGpuError, match="no CUDA GPU: the tensorrt backend"):
-        cls.model_files(manifest, "seg3d", "fp16")  # what opening an Engine asks first
+        cls.model_files(manifest, "seg3d", "fp16")  # what opening an engine asks first
     net = cls(Path("seg3d_fp16.plan"), PLAN)
     with pytest.raises(NoCudaGpuError, match=NO_DRIVER.replace("(", r"\(").replace(")", r"\)")):
         net.activate()

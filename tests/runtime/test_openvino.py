@@ -21,7 +21,8 @@ from l2s_engine.manifest import read_manifest  # noqa: E402
 from l2s_engine.metrics import mask_dice as _dice  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
 from l2s_engine.phantoms.files import write_study  # noqa: E402
-from l2s_engine.pipeline import Engine, InferOptions  # noqa: E402
+from l2s_engine.core import InferOptions  # noqa: E402
+from l2s_engine.pipeline import HostEngine  # noqa: E402
 from l2s_engine.precision import GATE_DICE, PrecisionError  # noqa: E402
 from l2s_export.pipeline import parity_batches  # noqa: E402
 from l2s_training.models import Loc2DNet, Seg3DNet  # noqa: E402
@@ -56,8 +57,8 @@ def test_fp32_matches_float64_pytorch_on_noise_and_a_phantom(demo_engine, role):
 
 
 def test_fp32_pipeline_gives_the_onnxruntime_maps_and_mask(demo_engine):
-    with Engine(demo_engine, InferOptions(full_cue=True)) as ort, \
-            Engine(demo_engine, InferOptions(backend="openvino", precision="fp32", full_cue=True)) as ov:
+    with HostEngine(demo_engine, InferOptions(full_cue=True)) as ort, \
+            HostEngine(demo_engine, InferOptions(backend="openvino", precision="fp32", full_cue=True)) as ov:
         for index in (0, 2):
             phantom = make_phantom(index, seed=1000, size="small")
             a = ort.segment(phantom.pet, phantom.ct, phantom.geometry)
@@ -87,8 +88,8 @@ def test_bf16_masks_stay_within_the_gate_on_the_demo_studies(demo_engine):
     if precision == "loc2d=fp32,seg3d=fp32":
         pytest.skip("no network passed the bf16 gate")
     seen = 0
-    with Engine(demo_engine, InferOptions(backend="openvino", precision="fp32")) as fp32, \
-            Engine(demo_engine, InferOptions(backend="openvino", precision=precision)) as bf16:
+    with HostEngine(demo_engine, InferOptions(backend="openvino", precision="fp32")) as fp32, \
+            HostEngine(demo_engine, InferOptions(backend="openvino", precision=precision)) as bf16:
         assert [n["precision"] for n in bf16.networks()["seg3d"]] == ["bf16" if gates["seg3d"]["passed"] else "fp32"]
         for index in range(4):  # the demo's own studies (seed 1000), with and without lesions
             phantom = make_phantom(index, seed=1000, size="small")
@@ -101,13 +102,13 @@ def test_bf16_masks_stay_within_the_gate_on_the_demo_studies(demo_engine):
 
 def test_the_model_cache_is_keyed_by_version_and_cpu_outside_the_engine_and_reused(demo_engine, tmp_path):
     options = InferOptions(backend="openvino", precision="fp32", cache_dir=tmp_path / "cache")
-    with Engine(demo_engine, options) as first:
+    with HostEngine(demo_engine, options) as first:
         states = [n["cache"] for runs in first.networks().values() for n in runs]
     folder = ovb.cache_dir(tmp_path / "cache", ovb.version())
     assert folder.parent == tmp_path / "cache" / "openvino" and list(folder.glob("*.blob"))
     assert ovb.version().split("-")[0] in folder.name
     assert all(s.startswith("compiled into") for s in states)
-    with Engine(demo_engine, options) as second:
+    with HostEngine(demo_engine, options) as second:
         assert all(n["cache"].startswith("loaded from") and n["compile_seconds"] >= 0
                    for runs in second.networks().values() for n in runs)
     assert not any(p.suffix == ".blob" for p in demo_engine.iterdir())
@@ -116,8 +117,8 @@ def test_the_model_cache_is_keyed_by_version_and_cpu_outside_the_engine_and_reus
 def test_bf16_on_a_cpu_without_bf16_units_is_refused_and_auto_runs_fp32(demo_engine, monkeypatch):
     monkeypatch.setattr(ovb, "machine_bf16", lambda: "none")
     with pytest.raises(PrecisionError, match="no bf16 units"):
-        Engine(demo_engine, InferOptions(backend="openvino", precision="bf16"))
-    engine = Engine(demo_engine, InferOptions(backend="openvino", precision="auto"))
+        HostEngine(demo_engine, InferOptions(backend="openvino", precision="bf16"))
+    engine = HostEngine(demo_engine, InferOptions(backend="openvino", precision="auto"))
     for runs in engine.networks().values():
         assert [(n["precision"], "no bf16 units" in n["why"]) for n in runs] == [("fp32", True)]
 
@@ -136,7 +137,7 @@ def test_auto_keeps_fp32_for_a_network_whose_gate_failed(demo_engine, tmp_path, 
                                            "reason": "hand-made"}
     (engine_dir / "manifest.json").write_text(json.dumps(data))
     ran = {role: [n["precision"] for n in runs]
-           for role, runs in Engine(engine_dir, InferOptions(backend="openvino", precision="auto")).networks().items()}
+           for role, runs in HostEngine(engine_dir, InferOptions(backend="openvino", precision="auto")).networks().items()}
     assert ran == {"loc2d": ["fp32"], "seg3d": ["bf16"]}
 
 
@@ -202,7 +203,7 @@ def test_ir_export_without_the_alternating_reductions_is_less_accurate(tmp_path)
 def test_an_unwritable_cache_is_said_once_and_the_run_compiles_without_it(demo_engine, tmp_path, caplog):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder would go")
-    with Engine(demo_engine, InferOptions(backend="openvino", precision="fp32", cache_dir=blocker)) as engine:
+    with HostEngine(demo_engine, InferOptions(backend="openvino", precision="fp32", cache_dir=blocker)) as engine:
         states = [n["cache"] for runs in engine.networks().values() for n in runs]
         phantom = make_phantom(1, seed=1000, size="small")
         assert engine.segment(phantom.pet, phantom.ct, phantom.geometry).mask.shape == phantom.pet.shape
@@ -255,7 +256,7 @@ def test_low_memory_releases_each_network_after_its_stage_and_keeps_the_mask(dem
     phantom = make_phantom(0, seed=1000, size="small")
     masks = {}
     for low in (False, True):
-        with Engine(demo_engine, InferOptions(backend="openvino", precision="fp32", low_memory=low)) as engine:
+        with HostEngine(demo_engine, InferOptions(backend="openvino", precision="fp32", low_memory=low)) as engine:
             masks[low] = engine.segment(phantom.pet, phantom.ct, phantom.geometry).mask
         assert released == ([] if not low else ["seg3d", "loc2d"])  # on-demand cue: 3D first
     np.testing.assert_array_equal(masks[True], masks[False])

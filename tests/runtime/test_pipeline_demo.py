@@ -9,7 +9,8 @@ pytest.importorskip("torch")
 
 from l2s_engine.metrics import mask_dice as _dice  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
-from l2s_engine.pipeline import Engine, InferOptions  # noqa: E402
+from l2s_engine.core import InferOptions  # noqa: E402
+from l2s_engine.pipeline import HostEngine  # noqa: E402
 from l2s_engine.preprocess import intensity_window  # noqa: E402
 from l2s_engine.spec import Spec  # noqa: E402
 from l2s_training.models import Loc2DNet, Seg3DNet  # noqa: E402
@@ -33,7 +34,7 @@ def test_onnxruntime_masks_equal_the_torch_pipeline_and_skipping_air_changes_not
     loc = load_weights(Loc2DNet(spec.loc2d), DEMO, "loc2d")
     seg = load_weights(Seg3DNet(spec.seg3d), DEMO, "seg3d")
     reference_voxels = 0
-    with Engine(demo_engine) as engine, Engine(demo_engine, InferOptions(skip_air=False, full_cue=True)) as full:
+    with HostEngine(demo_engine) as engine, HostEngine(demo_engine, InferOptions(skip_air=False, full_cue=True)) as full:
         for index in (0, 2):  # phantoms with lesions
             phantom = make_phantom(index, seed=1000, size="small")
             ref = torch_reference_mask(spec, loc, seg, phantom)
@@ -50,11 +51,11 @@ def test_torch_backend_on_the_cpu_gives_the_onnxruntime_mask(demo_engine):
     from l2s_engine.backends import BackendError
 
     phantom = make_phantom(0, seed=1000, size="small")
-    with Engine(demo_engine) as ort_engine, Engine(demo_engine, InferOptions(backend="torch")) as torch_engine:
+    with HostEngine(demo_engine) as ort_engine, HostEngine(demo_engine, InferOptions(backend="torch")) as torch_engine:
         assert torch_engine.describe()["files"] == ["loc2d.pt2", "seg3d.pt2"]
         ref = ort_engine.segment(phantom.pet, phantom.ct, phantom.geometry)
         got = torch_engine.segment(phantom.pet, phantom.ct, phantom.geometry)
     assert ref.mask.sum() > 0 and _dice(got.mask, ref.mask) >= 0.999
     np.testing.assert_allclose(got.p3d, ref.p3d, atol=1e-4)
     with pytest.raises(BackendError, match="fp16 on CUDA only"):
-        Engine(demo_engine, InferOptions(backend="torch", precision="fp16"))
+        HostEngine(demo_engine, InferOptions(backend="torch", precision="fp16"))

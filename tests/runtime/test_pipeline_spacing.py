@@ -12,7 +12,8 @@ pytest.importorskip("onnx")
 
 from l2s_engine.phantoms import make_phantom  # noqa: E402
 from l2s_engine.phantoms.study import SIZES  # noqa: E402
-from l2s_engine.pipeline import Engine, InferOptions  # noqa: E402
+from l2s_engine.core import InferOptions  # noqa: E402
+from l2s_engine.pipeline import HostEngine  # noqa: E402
 from l2s_engine.postprocess import fuse_paper  # noqa: E402
 from l2s_engine.preprocess import intensity_window  # noqa: E402
 from l2s_engine.resample import grid_map, spacing_zyx  # noqa: E402
@@ -53,7 +54,7 @@ def by_hand(phantom, engine_dir_native: Path, network_zyx, options: InferOptions
     # past the native grid's last half voxel SimpleITK has no value (ours repeats the edge
     # voxel): air there, and those voxels' neighbourhood is left out of the comparisons
     ct = np.where(np.isfinite(ct), ct, -1000.0).astype(np.float32)
-    with Engine(engine_dir_native, options) as engine:
+    with HostEngine(engine_dir_native, options) as engine:
         run = engine.segment(pet, ct, grid.network)
     assert not run.spacing["resampled"]
     back = {name: sitk_resample_linear(getattr(run, name), grid.network, g) for name in ("p3d", "cue")}
@@ -72,13 +73,14 @@ def test_studies_at_the_network_spacing_run_exactly_as_before(tmp_path):
     phantom = make_phantom(0, seed=1000, size="small")
     near = tuple(s * (1 + 5e-4) for s in SIZES["small"].spacing)  # within SPACING_RTOL
     for spacing in ("small", near):
-        with Engine(fast_engine(tmp_path / str(spacing), spacing=spacing), InferOptions(full_cue=True)) as engine:
+        with HostEngine(fast_engine(tmp_path / str(spacing), spacing=spacing), InferOptions(full_cue=True)) as engine:
             got = engine.segment(phantom.pet, phantom.ct, phantom.geometry)
             # the pipeline before the network spacing existed: the stages on the native arrays
-            slices, plan, _ = engine.plan(phantom.pet, phantom.ct, phantom.geometry)
+            plan = engine.plan(phantom.pet, phantom.ct, phantom.geometry)
             pet = intensity_window(phantom.pet, *engine.spec.seg3d.suv_window)
-            p3d = run_seg3d(engine.nets["seg3d"], pet, intensity_window(phantom.ct, *engine.spec.seg3d.ct_window), plan)
-            cue = run_loc2d(engine.nets["loc2d"], pet, phantom.geometry, engine.spec.loc2d, slices)
+            p3d = run_seg3d(engine.nets["seg3d"], pet, intensity_window(phantom.ct, *engine.spec.seg3d.ct_window),
+                            plan.windows, plan.window_batches())
+            cue = run_loc2d(engine.nets["loc2d"], pet, phantom.geometry, engine.spec.loc2d, plan.slice_batches())
         np.testing.assert_array_equal(got.p3d, p3d)
         np.testing.assert_array_equal(got.cue, cue)
         np.testing.assert_array_equal(got.mask, fuse_paper(p3d, cue, engine.fusion))
@@ -93,7 +95,7 @@ def test_other_spacings_equal_resampling_by_hand(tmp_path, size, network_zyx):
     pytest.importorskip("SimpleITK")
     phantom = make_phantom(0, seed=1000, size=size)
     options = InferOptions(full_cue=True, skip_air=False)
-    with Engine(fast_engine(tmp_path / "net", spacing=network_zyx), options) as engine:
+    with HostEngine(fast_engine(tmp_path / "net", spacing=network_zyx), options) as engine:
         got = engine.segment(phantom.pet, phantom.ct, phantom.geometry)
     expected, back, run = by_hand(phantom, fast_engine(tmp_path / "native", spacing=network_zyx), network_zyx, options)
     assert got.mask.shape == got.p3d.shape == got.cue.shape == phantom.pet.shape  # the native grid
@@ -120,7 +122,7 @@ def test_pointwise_network_by_hand(tmp_path):
     pytest.importorskip("SimpleITK")
     phantom = make_phantom(2, seed=1000, size="tiny")
     network_zyx = (10.0, 8.0, 8.0)
-    with Engine(fast_engine(tmp_path / "e", spacing=network_zyx), InferOptions(skip_air=False)) as engine:
+    with HostEngine(fast_engine(tmp_path / "e", spacing=network_zyx), InferOptions(skip_air=False)) as engine:
         got = engine.segment(phantom.pet, phantom.ct, phantom.geometry)
     grid = grid_map(phantom.geometry, network_zyx)
     steps = [t / s for t, s in zip(network_zyx, SIZES["tiny"].spacing)]
@@ -137,7 +139,7 @@ def test_pointwise_network_by_hand(tmp_path):
 def test_on_demand_cue_gives_the_whole_cue_mask_after_resampling(tmp_path):
     phantom = make_phantom(0, seed=1000, size="small")
     engine_dir = fast_engine(tmp_path / "e", spacing=(5.0, 3.5, 6.3))
-    with Engine(engine_dir, InferOptions(batch_2d=4)) as lazy, Engine(engine_dir, InferOptions(full_cue=True)) as full:
+    with HostEngine(engine_dir, InferOptions(batch_2d=4)) as lazy, HostEngine(engine_dir, InferOptions(full_cue=True)) as full:
         got = lazy.segment(phantom.pet, phantom.ct, phantom.geometry)
         ref = full.segment(phantom.pet, phantom.ct, phantom.geometry)
     np.testing.assert_array_equal(got.p3d, ref.p3d)

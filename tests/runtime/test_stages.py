@@ -7,6 +7,7 @@ from l2s_engine.geometry import Geometry
 from l2s_engine.planning import plan_windows
 from l2s_engine.preprocess import slices_from_output, slices_to_input, to_coronal
 from l2s_engine.spec import preset
+from l2s_engine.planning import batches
 from l2s_engine.stages import run_loc2d, run_seg3d, sigmoid_
 from l2s_engine.tiling import gaussian_weights, pad_amounts, window_grid
 
@@ -46,7 +47,8 @@ def test_seg3d_blend_equals_padded_float64_reference(volume, batch):
     pet, ct = volume
     net = FakeBackend((1, 2, *PATCH))
     with net:
-        got = run_seg3d([net], pet, ct, plan_windows(pet.shape, PATCH, 0.5), batch=batch)
+        plan = plan_windows(pet.shape, PATCH, 0.5)
+        got = run_seg3d([net], pet, ct, plan, batches(plan.starts, batch))
     np.testing.assert_allclose(got, reference_p3d(pet, ct, PATCH, 0.5), atol=2e-6, rtol=0)
 
 
@@ -56,7 +58,8 @@ def test_seg3d_folds_average_probabilities_and_tta_averages_mirrored_logits(volu
     flips = [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
     for n in nets:
         n.activate()
-    got = run_seg3d(nets, pet, ct, plan_windows(pet.shape, PATCH, 0.5), batch=2, tta=True)
+    plan = plan_windows(pet.shape, PATCH, 0.5)
+    got = run_seg3d(nets, pet, ct, plan, batches(plan.starts, 2), tta=True)
     ref = reference_p3d(pet, ct, PATCH, 0.5, scales=(1.0, 0.3), flips=flips)
     np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
     # and the mirrored passes really ran: 8 per batch
@@ -70,7 +73,7 @@ def test_seg3d_uncovered_voxels_get_zero():
     plan = plan_windows(shape, PATCH, 0.5, body)
     assert plan.skipped == 1
     with FakeBackend((1, 2, *PATCH)) as net:
-        got = run_seg3d([net], np.zeros(shape, np.float32), np.zeros(shape, np.float32), plan)
+        got = run_seg3d([net], np.zeros(shape, np.float32), np.zeros(shape, np.float32), plan, [plan.starts])
     assert (got[:, 36:] == 0).all() and (got[:, :36] > 0).all()
 
 
@@ -89,7 +92,8 @@ def test_seg3d_equals_monai_sliding_window_with_its_importance_map():
     monai_p = torch.sigmoid(monai)[0, 0].double().numpy()
     monai_map = compute_importance_map(PATCH, mode="gaussian", sigma_scale=0.125).numpy().astype(np.float32)
     with FakeBackend((1, 2, *PATCH)) as net:
-        got = run_seg3d([net], pet, ct, plan_windows(shape, PATCH, 0.5), batch=4, weights=monai_map)
+        plan = plan_windows(shape, PATCH, 0.5)
+        got = run_seg3d([net], pet, ct, plan, batches(plan.starts, 4), weights=monai_map)
     np.testing.assert_allclose(got, monai_p, atol=1e-5, rtol=0)
     # the one deliberate difference: MONAI floors its map at 1e-3, ours at its smallest value
     ours = gaussian_weights(PATCH)
@@ -106,7 +110,7 @@ def test_loc2d_cue_equals_reference_and_skipped_slices_are_zero():
     net = FakeBackend((1, spec.in_slices, *spec.slice_shape))
     keep = np.array([0, 2, 3, 7, 8])
     with net:
-        cue = run_loc2d([net], pet, geometry, spec, slices=keep, batch=2)
+        cue = run_loc2d([net], pet, geometry, spec, batches(keep, 2))
     coronal = to_coronal(pet, geometry)  # (9, 41, 30): y is the coronal axis here
     x = slices_to_input(coronal, keep, spec.resize, spec.crop, spec.in_slices)
     probs = 1.0 / (1.0 + np.exp(-fake_logits(x)[:, 0]))
@@ -127,7 +131,7 @@ def test_loc2d_tta_mirrors_left_right_only():
     keep = np.array([1, 4, 5])
     net = FakeBackend((1, spec.in_slices, *spec.slice_shape))
     with net:
-        cue = run_loc2d([net], pet, geometry, spec, slices=keep, batch=3, tta=True)
+        cue = run_loc2d([net], pet, geometry, spec, batches(keep, 3), tta=True)
     x = slices_to_input(to_coronal(pet, geometry), keep, spec.resize, spec.crop, spec.in_slices).astype(np.float64)
     cols = 3  # (batch, channels, rows = head-foot, cols = lateral)
     logits = (fake_logits(x) + np.flip(fake_logits(np.flip(x, cols)), cols)) / 2.0

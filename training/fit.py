@@ -1,4 +1,4 @@
-"""Training each stage: the 2D localisation net, then the 3D net with cue-weighted loss."""
+"""Fitting the two networks: the 2D localisation net, then the 3D net with cue-weighted loss."""
 
 from __future__ import annotations
 
