@@ -125,7 +125,7 @@ def _merge_parts(out: Path) -> list[str]:
 
     from .files import write_csv_atomic, write_text_atomic
     from .readout import LESION_CSV_FIELDS
-    from .scheduler import LESIONS, REPORT, StudyRecord, summary
+    from .run_report import LESIONS, REPORT, StudyRecord, summary
     from .shards import merge
 
     merged = merge(out)
@@ -408,8 +408,8 @@ def _infer(args) -> int:
     from .manifest import read_manifest
     from .files import ensure_writable_dir
     from .report_html import write_html
-    from .scheduler import (LESIONS, REPORT, OutputOptions, StudyRecord, run_studies, summary, write_lesions,
-                            write_report)
+    from .run_report import LESIONS, REPORT, StudyRecord, summary, write_lesions, write_report
+    from .scheduler import OutputOptions, run_studies
     from .shards import cohort_key, part_names, part_of
 
     # a bad engine directory is reported before any input is scanned; the manifest is read once

@@ -102,13 +102,14 @@ def run_on_ray(ray, engine_dir: Path, run, refs: list, outputs, placement: Place
     """Run ``refs`` on the connected Ray cluster; returns (one StudyRecord per ref, the engine's stand-in).
 
     ``run``: the resolved run (``core.resolve_run``) every worker opens the engine with. The
-    stand-in has ``describe()``, ``run`` and ``options``, what ``scheduler.write_report`` needs;
+    stand-in has ``describe()``, ``run`` and ``options``, what ``run_report.write_report`` needs;
     ``on_start`` is called with the engine's description once the first worker has opened it.
 
     Raises:
         ClusterError: the cluster has no room for one worker, or no worker could open the engine.
     """
-    from .scheduler import StudyRecord, plan_studies, prepare_outputs
+    from .run_report import StudyRecord
+    from .scheduler import plan_studies, prepare_outputs
 
     prepare_outputs(outputs, shared=True)
     count = placement.workers or _workers_that_fit(ray, placement)

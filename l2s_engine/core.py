@@ -182,6 +182,10 @@ def resolve_run(options: InferOptions, manifest: Manifest, keep_maps: bool = Fal
         executor = "device" if backend == "tensorrt" or cuda_index(device) is not None else "host"
     if executor not in EXECUTORS:
         raise BackendError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if options.cache_dir is not None and backend != "openvino":
+        notes.append(f"--cache-dir: only the openvino backend keeps compiled models; {backend} does not use it")
+    if options.threads is not None and backend == "tensorrt":
+        notes.append("--threads: TensorRT runs the networks on the GPU; no backend CPU threads to set")
     rule = options.rule or manifest.spec.fusion.rule
     full_cue = options.full_cue or rule != PAPER
     if executor == "device":

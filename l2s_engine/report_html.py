@@ -28,7 +28,7 @@ from .files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-REPORT = "report.json"  # the same name as scheduler.REPORT (not imported: it pulls in numpy and SimpleITK)
+REPORT = "report.json"  # the same name as run_report.REPORT (not imported: it pulls in numpy)
 PAGE = "report.html"
 QC_FOLDER = "qc"
 # A whole-body TMTV above 2 L is rare even in advanced lymphoma or melanoma (autoPET's largest

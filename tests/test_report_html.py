@@ -335,7 +335,7 @@ def test_report_main_prints_the_page(run_dir, capsys):
 
 
 def test_report_name_matches_the_scheduler():
-    from l2s_engine.scheduler import REPORT
+    from l2s_engine.run_report import REPORT
 
     assert report_html.REPORT == REPORT
 

@@ -86,6 +86,12 @@ def test_options_the_device_executor_cannot_honour_are_refused_by_name(manifest)
         resolve_run(InferOptions(), manifest, executor="gpu")
 
 
+def test_options_a_backend_does_not_use_are_named(manifest, tmp_path):
+    run = resolve_run(InferOptions(cache_dir=tmp_path, threads=4, backend="tensorrt", full_cue=True), manifest)
+    assert any("--cache-dir" in n for n in run.notes) and any("--threads" in n for n in run.notes)
+    assert not resolve_run(InferOptions(threads=4), manifest).notes  # onnxruntime uses its threads
+
+
 def test_a_run_opens_only_its_own_executor(tmp_path, manifest):
     from l2s_engine.executors import open_engine
     from l2s_engine.pipeline import HostEngine
