@@ -29,8 +29,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def phantoms_main(argv: list[str] | None = None) -> int:
-    """l2s-phantoms OUT [-n N] [--size tiny|small|full] [--seed S] [--layout ...] [--mip]."""
-    from .phantoms import SIZES, make_phantom
+    """l2s-phantoms OUT [-n N] [--size tiny|small|full] [--seed S] [--variety standard|wide] [--layout ...] [--mip]."""
+    from .phantoms import SIZES, VARIETIES, make_phantom
     from .phantoms.files import LAYOUTS, write_study
 
     parser = argparse.ArgumentParser(
@@ -44,6 +44,12 @@ def phantoms_main(argv: list[str] | None = None) -> int:
                              "400x400x326 at 2.04x2.04x3 mm (default small)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the set (default 0)")
     parser.add_argument("--start", type=int, default=0, help="index of the first study (default 0)")
+    parser.add_argument("--variety", choices=VARIETIES, default="standard",
+                        help="standard: the grid of --size, one scanner and habitus (default; what the tests and the "
+                             "demo pin). wide: for training, each study draws its spacing (2-5 mm; tiny: 8-16 mm) "
+                             "with the grid fitted to the body, body size and pose (arms up or down), organ uptake "
+                             "low to high, 1-12 lesions (half the studies: none) of 4-40 mm at 2-20 SUV over their background at 12 sites, "
+                             "PET resolution and noise, CT noise and contrast")
     parser.add_argument("--layout", choices=LAYOUTS, default="autopet", help="folder layout (default autopet)")
     parser.add_argument("--mip", action="store_true", help="also write a coronal PET MIP (PNG) per study")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -54,13 +60,14 @@ def phantoms_main(argv: list[str] | None = None) -> int:
 
     positive = 0
     for index in tqdm(range(args.start, args.start + args.count), desc="phantoms", unit="study"):
-        study = make_phantom(index, args.seed, args.size)
+        study = make_phantom(index, args.seed, args.size, args.variety)
         folder = write_study(study, args.out, args.layout)
         positive += bool(study.lesions)
         if args.mip:
             _write_mip(study, args.out / f"{study.case_id}_mip.png")
         log.debug("%s: %d lesion(s) -> %s", study.case_id, len(study.lesions), folder)
-    print(f"wrote {args.count} {args.size} studies ({positive} with lesions) to {args.out} ({args.layout} layout)")
+    variety = "" if args.variety == "standard" else f" {args.variety}"
+    print(f"wrote {args.count}{variety} {args.size} studies ({positive} with lesions) to {args.out} ({args.layout} layout)")
     return 0
 
 

@@ -84,12 +84,17 @@ class Part:
 
 @dataclass(frozen=True)
 class Lesion:
-    """A lesion: its shape, uptake and CT density, and the site it was placed at."""
+    """A lesion: its shape, uptake and CT density, and the site it was placed at.
+
+    ``relative``: ``suv`` is a contrast over the local background (the wide variety), not
+    the SUV painted.
+    """
 
     site: str
     shape: Ellipsoid
     suv: float
     hu: float
+    relative: bool = False
 
     @property
     def diameter_mm(self) -> float:

@@ -9,8 +9,9 @@ import numpy as np
 
 from ..geometry import Geometry
 from ..spec import AUTOPET_SPACING_ZYX_MM
-from .anatomy import AIR, sample_anatomy
+from .anatomy import AIR, WIDE, sample_anatomy, sample_wide_lesions
 from .render import BodyGrid, blur, noise_gain, occupancy, paint
+from .wide import Pose, ScanSettings, ct_hu, draw_pose, draw_scan, fit_grid
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ SIZES = {
     "full": GridSpec((326, 400, 400), AUTOPET_SPACING_ZYX_MM),  # the autoPET PET grid
 }
 
+VARIETIES = ("standard", "wide")
 PET_FWHM_MM = (6.0, 7.0)
 PET_NOISE = 0.2  # std of the blurred SUV noise, times sqrt(SUV)
 CT_NOISE_HU = 12.0
@@ -34,13 +36,18 @@ CT_NOISE_HU = 12.0
 
 @dataclass(frozen=True)
 class LesionInfo:
-    """Where a lesion ended up: site, centre (LPS world mm), diameter, SUV, SEG voxels."""
+    """Where a lesion ended up: site, centre (LPS world mm), diameter, SUV, SEG voxels.
+
+    ``contrast`` (wide variety only): the SUV above the local background (the median of the
+    activity the lesion replaced, over its SEG voxels), so ``suv`` = background + contrast.
+    """
 
     site: str
     center_world: tuple[float, float, float]
     diameter_mm: float
     suv: float
     voxels: int
+    contrast: float | None = None
 
 
 @dataclass
@@ -54,6 +61,8 @@ class PhantomStudy:
     seg: np.ndarray           # lesion mask, uint8
     geometry: Geometry
     lesions: list[LesionInfo] = field(default_factory=list)
+    scan: ScanSettings | None = None   # wide variety: how it was acquired
+    pose: Pose | None = None           # wide variety: how the patient lay
 
 
 def has_lesions(index: int, seed: int) -> bool:
@@ -61,14 +70,26 @@ def has_lesions(index: int, seed: int) -> bool:
     return (index + seed) % 2 == 0
 
 
-def make_phantom(index: int, seed: int = 0, size: str = "small") -> PhantomStudy:
+def make_phantom(index: int, seed: int = 0, size: str = "small", variety: str = "standard") -> PhantomStudy:
     """Generate study ``index`` of the set drawn with ``seed``; the same inputs, the same study.
 
+    Args:
+        variety: ``standard``: the grid of ``size``, one scanner, one patient habitus (what
+            the tests, the demo and the benchmarks pin). ``wide``: per study a voxel spacing
+            (``size`` then only picks its range: 2-5 mm, or 8-16 mm for ``tiny``) with the grid
+            fitted to the body, body size and pose, organ uptake from low to high, 1-12
+            lesions of 4-40 mm at 2-20 SUV over their background at twelve sites, PET
+            resolution and noise, CT noise and contrast; see ``make_wide_phantom``.
+
     Raises:
-        ValueError: unknown size.
+        ValueError: unknown size or variety.
     """
     if size not in SIZES:
         raise ValueError(f"unknown phantom size {size!r}; use one of {', '.join(SIZES)}")
+    if variety not in VARIETIES:
+        raise ValueError(f"unknown phantom variety {variety!r}; use one of {', '.join(VARIETIES)}")
+    if variety == "wide":
+        return make_wide_phantom(index, seed, size)
     spec = SIZES[size]
     rng = np.random.default_rng([seed, index])
     parts, lesions, _scale = sample_anatomy(rng, has_lesions(index, seed))
@@ -90,9 +111,7 @@ def make_phantom(index: int, seed: int = 0, size: str = "small") -> PhantomStudy
         box, occ = hit
         paint(pet, box, occ, lesion.suv)
         paint(ct, box, occ, lesion.hu)
-        inside = occ >= 0.5
-        if not inside.any():  # smaller than a voxel: the voxel it covers most
-            inside = occ == occ.max()
+        inside = _label_voxels(occ)
         seg[box] |= inside.astype(np.uint8)
         infos.append(LesionInfo(lesion.site, to_world(lesion.shape.center), lesion.diameter_mm,
                                 lesion.suv, int(inside.sum())))
@@ -100,10 +119,77 @@ def make_phantom(index: int, seed: int = 0, size: str = "small") -> PhantomStudy
     pet = _pet_blur_and_noise(rng, pet, spec.spacing)
     ct += rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(CT_NOISE_HU)
     ct_int16 = np.clip(np.rint(ct), -1024, 3071).astype(np.int16)
-    digest = hashlib.sha1(f"l2s-phantom-{seed}-{index}".encode()).hexdigest()
+    case_id, study_name = _names(rng, f"l2s-phantom-{seed}-{index}")
+    return PhantomStudy(case_id, study_name, pet, ct_int16, seg, geometry, infos)
+
+
+def make_wide_phantom(index: int, seed: int = 0, size: str = "small") -> PhantomStudy:
+    """Study ``index`` of the wide set drawn with ``seed`` (see ``make_phantom``).
+
+    Body, lesions, scanner and noise draw from streams of their own, so that, for one
+    (index, seed), the lesions do not move the body and the body does not move the noise.
+    """
+    body_rng, lesion_rng, scan_rng, noise_rng = (np.random.default_rng(child) for child in
+                                                  np.random.SeedSequence([seed, index]).spawn(4))
+    scan = draw_scan(scan_rng, size)
+    pose = draw_pose(body_rng)
+    parts, _, scale = sample_anatomy(body_rng, False, WIDE, arms_up=pose.arms_up)
+    lesions = sample_wide_lesions(lesion_rng, parts, scale) if has_lesions(index, seed) else []
+    geometry, grid, table_grid, to_world = fit_grid(scan_rng, scan, pose, parts, scale)
+
+    pet = np.zeros(grid.shape, np.float32)
+    ct = np.full(grid.shape, AIR.hu, np.float32)
+    for part in parts:
+        hit = occupancy(table_grid if part.name == "table" else grid, part.shape)  # the table does not roll
+        if hit is not None:
+            paint(pet, *hit, part.tissue.suv)
+            paint(ct, *hit, ct_hu(part.name, part.tissue.hu, scan))
+    seg, infos = _paint_relative_lesions(pet, ct, grid, lesions, to_world, scan)
+
+    pet = _psf_and_noise(noise_rng, pet, scan.spacing, scan.pet_fwhm_mm, scan.pet_noise)
+    ct += noise_rng.standard_normal(grid.shape, dtype=np.float32) * np.float32(scan.ct_noise_hu)
+    ct_int16 = np.clip(np.rint(ct), -1024, 3071).astype(np.int16)
+    case_id, study_name = _names(scan_rng, f"l2s-phantom-wide-{seed}-{index}")  # ids apart from standard's
+    return PhantomStudy(case_id, study_name, pet, ct_int16, seg, geometry, infos, scan, pose)
+
+
+def _paint_relative_lesions(pet, ct, grid, lesions, to_world, scan: ScanSettings):
+    """Paint lesions into the body's PET and CT (in place), each ``lesion.suv`` above what it
+    replaces when ``relative`` (a liver lesion above the liver, a node above fat).
+
+    Returns:
+        (the lesion label: every lesion's ``_label_voxels``, LesionInfo per lesion painted).
+    """
+    seg = np.zeros(pet.shape, np.uint8)
+    infos = []
+    for lesion in lesions:
+        hit = occupancy(grid, lesion.shape)
+        if hit is None:
+            continue
+        box, occ = hit
+        inside = _label_voxels(occ)
+        background = float(np.median(pet[box][inside])) if lesion.relative else 0.0
+        suv = background + lesion.suv
+        paint(pet, box, occ, suv)
+        paint(ct, box, occ, ct_hu("lesion", lesion.hu, scan))
+        seg[box] |= inside.astype(np.uint8)
+        infos.append(LesionInfo(lesion.site, to_world(lesion.shape.center), lesion.diameter_mm, suv,
+                                int(inside.sum()), contrast=lesion.suv if lesion.relative else None))
+    return seg, infos
+
+
+def _names(rng: np.random.Generator, key: str) -> tuple[str, str]:
+    """Case id (from ``key``) and a TCIA-style study folder name with a random date."""
+    digest = hashlib.sha1(key.encode()).hexdigest()
     date = f"{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}-{int(rng.integers(2002, 2019))}"
-    study_name = f"{date}-NA-PET-CT Ganzkoerper  primaer mit KM-{int(digest[10:15], 16) % 100000:05d}"
-    return PhantomStudy(f"PETCT_{digest[:10]}", study_name, pet, ct_int16, seg, geometry, infos)
+    return f"PETCT_{digest[:10]}", f"{date}-NA-PET-CT Ganzkoerper  primaer mit KM-{int(digest[10:15], 16) % 100000:05d}"
+
+
+def _label_voxels(occ: np.ndarray) -> np.ndarray:
+    """The voxels a lesion labels: those it fills at least half; if none (smaller than a
+    voxel), the voxel it covers most."""
+    inside = occ >= 0.5
+    return inside if inside.any() else occ == occ.max()
 
 
 def _place_grid(rng: np.random.Generator, spec: GridSpec):
@@ -137,9 +223,13 @@ def _pet_blur_and_noise(rng: np.random.Generator, activity: np.ndarray, spacing)
     Noise is added before the blur (so it is spatially correlated like reconstructed PET),
     scaled so that after the blur its std is ``PET_NOISE * sqrt(SUV)``.
     """
-    fwhm = rng.uniform(*PET_FWHM_MM)
+    return _psf_and_noise(rng, activity, spacing, rng.uniform(*PET_FWHM_MM), PET_NOISE)
+
+
+def _psf_and_noise(rng: np.random.Generator, activity: np.ndarray, spacing, fwhm: float, noise: float) -> np.ndarray:
+    """``_pet_blur_and_noise`` at a given FWHM (mm) and noise level."""
     sigmas = tuple(fwhm / 2.3548 / s for s in spacing)
-    amplitude = np.float32(PET_NOISE / noise_gain(sigmas))
+    amplitude = np.float32(noise / noise_gain(sigmas))
     noisy = rng.standard_normal(activity.shape, dtype=np.float32)
     noisy *= np.sqrt(activity + np.float32(0.005)) * amplitude
     noisy += activity
