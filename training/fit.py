@@ -13,7 +13,7 @@ from .augment import flip_rotate
 from .data.patches import PatchSampler
 from .data.slices import SliceSampler
 from .data.studies import TrainStudy
-from .losses import loc_loss, seg_loss
+from .losses import loc_loss, loc_pos_weight, seg_loss
 from .loop import LoopConfig, train
 from .models import Loc2DNet, Seg3DNet
 from .predict import predict_cue
@@ -22,15 +22,19 @@ log = logging.getLogger(__name__)
 
 
 def train_loc2d(model: Loc2DNet, studies: list[TrainStudy], spec: Spec, cfg: LoopConfig, resume: bool) -> list[float]:
-    """Train the 2D net on coronal slices (L1 = BCE + lambda Dice, ~1/5 lesion slices per batch)."""
+    """Train the 2D net on coronal slices (L1 = BCE + lambda Dice, ~1/5 lesion slices per batch;
+    the BCE weights lesion pixels by ``loc_pos_weight`` of their share in a batch)."""
     t = spec.train
     sampler = SliceSampler(studies, spec.loc2d, t.batch_2d, t.lesion_fraction_2d)
-    log.info("2D: %d lesion slices, %d other slices", len(sampler.lesion_items), len(sampler.other_items))
+    share = sampler.lesion_pixel_share()
+    pos_weight = loc_pos_weight(share)
+    log.info("2D: %d lesion slices, %d other slices; lesion pixels %.2g of a batch: BCE lesion weight %.1f",
+             len(sampler.lesion_items), len(sampler.other_items), share, pos_weight)
 
     def step(rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
         x, y = sampler.batch_arrays(sampler.draw(rng))
         x, y = flip_rotate(torch.from_numpy(x), torch.from_numpy(y), t.rotation_deg, gen)
-        return loc_loss(model(x.to(cfg.device)), y.to(cfg.device), t.dice_weight)
+        return loc_loss(model(x.to(cfg.device)), y.to(cfg.device), t.dice_weight, pos_weight)
 
     return train(model, step, cfg, resume)
 

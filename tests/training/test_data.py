@@ -40,6 +40,15 @@ def test_lesion_share_over_1000_batches(tiny_studies):
         np.testing.assert_array_equal(has_lesion, [flag for (_, _, flag) in batch])
 
 
+def test_lesion_pixel_share_matches_drawn_batches(tiny_studies):
+    _, studies = tiny_studies
+    sampler = SliceSampler(studies, preset("lite").loc2d, batch=16, lesion_fraction=0.2)
+    rng = np.random.default_rng(1)
+    drawn = np.mean([sampler.batch_arrays(sampler.draw(rng))[1].mean() for _ in range(1500)])
+    assert 0.0 < sampler.lesion_pixel_share() < 0.2
+    assert sampler.lesion_pixel_share() == pytest.approx(drawn, rel=0.1)
+
+
 def test_patches_pad_small_volumes_and_oversample_lesions(tiny_studies, caplog):
     _, studies = tiny_studies
     for s in studies:

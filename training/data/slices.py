@@ -29,18 +29,26 @@ class SliceSampler:
         self.studies, self.spec, self.batch, self.fraction = studies, spec, batch, lesion_fraction
         self.coronal = [to_coronal(s.pet_2d, s.geometry) for s in studies]
         self.seg_coronal = [to_coronal(s.seg, s.geometry) for s in studies]
-        lesion, other = [], []
+        lesion, other, pixels = [], [], []
         for i, seg in enumerate(self.seg_coronal):
             index = np.arange(seg.shape[0])
-            flags = np.zeros(seg.shape[0], bool)
+            counts = np.zeros(seg.shape[0], np.int64)
             candidates = np.nonzero(seg.reshape(seg.shape[0], -1).any(axis=1))[0]
             if candidates.size:
-                flags[candidates] = slice_target(seg, candidates, spec).reshape(candidates.size, -1).any(axis=1)
+                counts[candidates] = slice_target(seg, candidates, spec).reshape(candidates.size, -1).sum(axis=1)
+            flags = counts > 0
             lesion += [(i, j) for j in index[flags]]
             other += [(i, j) for j in index[~flags]]
+            pixels += list(counts[flags])
         if not lesion:
             raise ValueError("no coronal slice holds a lesion after resize and crop")
         self.lesion_items, self.other_items = lesion, other
+        self.lesion_pixels = np.array(pixels, np.int64)  # label pixels of each lesion item
+
+    def lesion_pixel_share(self) -> float:
+        """The expected share of lesion pixels in a batch (before augmentation)."""
+        rows, cols = self.spec.slice_shape
+        return float(self.fraction * self.lesion_pixels.mean() / (rows * cols))
 
     def draw(self, rng: np.random.Generator) -> list[tuple[int, int, bool]]:
         """(study, slice, is_lesion) for one batch."""
