@@ -14,8 +14,9 @@ import SimpleITK as sitk
 
 pytest.importorskip("onnx")
 
-from l2s_engine import scheduler  # noqa: E402
+from l2s_engine import run_report  # noqa: E402
 from l2s_engine.cli import infer_main  # noqa: E402
+from l2s_engine.errors import OutputError  # noqa: E402
 from l2s_engine.io import images as images_module  # noqa: E402
 from l2s_engine.io import load_label  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
@@ -132,9 +133,9 @@ def test_a_report_that_cannot_be_written_is_one_line_and_exit_1(engine, tmp_path
     folder = _study(tmp_path / "in" / "s", 1)
 
     def full(path, text):
-        raise scheduler.OutputError(f"{path}: cannot write it (No space left on device); free space")
+        raise OutputError(f"{path}: cannot write it (No space left on device); free space")
 
-    monkeypatch.setattr(scheduler, "write_text_atomic", full)
+    monkeypatch.setattr(run_report, "write_text_atomic", full)
     assert _run(engine, [folder], tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert "l2s-infer: no report:" in err and "No space left on device" in err and "Traceback" not in err
