@@ -93,7 +93,6 @@ class DeviceEngine(EngineCore):
 
             device = CudaDevice(cuda_index(self.options.device) or 0)
         self.device, self.kernels, self.xp = device, device.kernels, device.xp
-        self.keep_maps = self.run.keep_maps
         self.copy_stream, self.stream_2d, self.stream_3d = device.stream(), device.stream(), device.stream()
         with self.stream_3d:
             self.weights = self.xp.asarray(gaussian_weights(self.spec.seg3d.patch))
@@ -187,14 +186,14 @@ class DeviceEngine(EngineCore):
             for corner in corners:
                 k.accumulate_window(wsum, None, self.weights, corner)
         flips = flip_sets(SEG3D_TTA_AXES, self.options.tta)
-        nets = self.nets["seg3d"]
+        nets, window_batches = self.nets["seg3d"], plan.window_batches()
         for fold, net in enumerate(nets):
             run = self.device.runner(net, stream)
             if fold:
                 with stream:
                     acc.fill(0)
             b0 = 0
-            for group in plan.window_batches():
+            for group in window_batches:
                 b1 = b0 + len(group)
                 with stream:
                     x = xp.empty((b1 - b0, 2, *windows.patch), np.float32)
@@ -352,7 +351,7 @@ class DeviceEngine(EngineCore):
         with stream:
             mask = xp.empty(shape, np.uint8)
             if folds == 1:
-                p = xp.empty(shape, np.float32) if self.keep_maps else None
+                p = xp.empty(shape, np.float32) if self.run.keep_maps else None
                 k.fuse_threshold(acc, wsum, cue, p, mask, f.cue_threshold, f.low_threshold, f.high_threshold)
             else:
                 p = psum
@@ -365,7 +364,7 @@ class DeviceEngine(EngineCore):
         mask_host = self._host_buffer(mask.shape, np.uint8)
         self.device.download(mask, mask_host, stream)
         p_host = cue_host = None
-        if self.keep_maps:
+        if self.run.keep_maps:
             p_host, cue_host = self._host_buffer(mask.shape, np.float32), self._host_buffer(mask.shape, np.float32)
             self.device.download(p, p_host, stream)
             self.device.download(cue, cue_host, stream)
