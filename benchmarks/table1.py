@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -64,7 +66,8 @@ def markdown(result: dict) -> str:
     r = result
     head = (f"{r['studies']} phantom studies ({r['positive']} with lesions), seed {r['seed']}, size {r['size']}, "
             f"variety {r['variety']}; engine {r['engine']} ({r['backend']}); {r['seconds']:.0f} s on {r['cpu']}.")
-    return head + "\n\n" + "\n".join(rows) + "\n"
+    command = f"\n\nCommand: `{r['command']}`" if r.get("command") else ""
+    return head + command + "\n\n" + "\n".join(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {"studies": args.studies, "positive": int(sum(c.positive for c in cases["L2SNet"])), "seed": args.seed,
            "size": args.size, "variety": args.variety, "engine": str(args.engine), "backend": info["name"],
            "cpu": info["cpu"], "cpu_flags": info["cpu_flags"], "seconds": time.perf_counter() - start,
-           "methods": summarise(cases), "paper_table1": PAPER}
+           "methods": summarise(cases), "paper_table1": PAPER,
+           "command": shlex.join(["python", "benchmarks/table1.py", *(sys.argv[1:] if argv is None else argv)])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(out))

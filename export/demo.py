@@ -60,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[2/3] exported {args.weights} ({spec.preset} preset) -> {engines}: ONNX fp32 + fp16 and OpenVINO IR, parity checked "
           f"({time.perf_counter() - step:.1f} s)")
     print("[3/3] l2s-infer (--backend auto: the fastest backend this machine runs):")
-    infer_args = ["--engine", str(engines), str(studies), "-o", str(predictions), "--qc", "--overwrite"]
+    # --full-cue: the cue on every body slice, so that the QC pictures outline all of it
+    infer_args = ["--engine", str(engines), str(studies), "-o", str(predictions), "--qc", "--full-cue", "--overwrite"]
     if args.threads:
         infer_args += ["--threads", str(args.threads)]
     code = infer_main(infer_args)
-    print(f"QC pictures (coronal PET MIP, mask in colour): {predictions / 'qc'}")
+    print(f"QC pictures (coronal PET MIP; the mask in red, the 2D net's cue > 0.5 outlined in blue): {predictions / 'qc'}")
     print(f"review page (open in a browser; offline): {predictions / 'report.html'}; "
           f"lesion table: {predictions / 'lesions.csv'}")
     print(f"demo finished in {time.perf_counter() - started:.1f} s")

@@ -15,6 +15,7 @@ from .files import write_bytes_atomic
 from .geometry import Geometry
 
 LESION_RGB = (220, 20, 20)
+CUE_RGB = (20, 110, 255)  # the outline of the 2D net's cue (cue > threshold)
 QC_MIN_WIDTH = 400  # pixels: what a reader can review
 
 
@@ -77,6 +78,26 @@ def enlarge(image: np.ndarray, min_width: int = QC_MIN_WIDTH) -> np.ndarray:
     """
     k = max(1, -(-min_width // max(1, image.shape[1])))
     return np.repeat(np.repeat(image, k, axis=0), k, axis=1) if k > 1 else image
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The pixels of a 2D ``mask`` with a 4-neighbour outside it (the picture's edge is outside)."""
+    on = np.pad(mask.astype(bool), 1)
+    inner = on[:-2, 1:-1] & on[2:, 1:-1] & on[1:-1, :-2] & on[1:-1, 2:]
+    return on[1:-1, 1:-1] & ~inner
+
+
+def qc_picture(pet_mip: np.ndarray, mask_mip: np.ndarray, cue_mip: np.ndarray | None = None) -> np.ndarray:
+    """The QC picture of one study: the PET MIP (SUV 0-10, inverted), enlarged for review,
+    the mask's MIP blended in red and, where given, the outline of the cue's MIP in blue.
+
+    A red lesion inside a blue outline is one the 2D net found; a blue outline without red
+    is a place the cue marked and the 3D net did not confirm.
+    """
+    picture = enlarge(overlay(to_gray(pet_mip, 0.0, 10.0, invert=True), mask_mip))
+    if cue_mip is not None:
+        picture[outline(enlarge(cue_mip.astype(np.uint8)) > 0)] = CUE_RGB
+    return picture
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:

@@ -111,6 +111,7 @@ class WriteJob:
     p3d: np.ndarray | None = None
     cue: np.ndarray | None = None
     pet_mip: np.ndarray | None = None
+    cue_mip: np.ndarray | None = None                      # coronal MIP of cue > threshold (QC)
     dicom_source: list[Path] = field(default_factory=list)  # the PT files in the mask's z order
     readout: dict = field(default_factory=dict)             # summary and lesion rows, kept in the record
 
@@ -274,6 +275,8 @@ def _segment(engine: EngineCore, study, uploaded, record: StudyRecord, outputs: 
             from .qc import coronal_view
 
             job.pet_mip = coronal_view(study.pet, study.geometry)
+            if cue is not None:
+                job.cue_mip = coronal_view(cue > engine.fusion.cue_threshold, study.geometry)
         return job, None
     except Exception as exc:  # one study's failure must not stop the others
         log.debug("%s failed", study.case_id, exc_info=True)
@@ -402,9 +405,8 @@ def write_outputs(job: WriteJob, outputs: OutputOptions) -> dict[str, Path]:
             paths[key].parent.mkdir(parents=True, exist_ok=True)
             write_image_atomic(image_from_array(getattr(job, key), job.geometry), paths[key])
     if outputs.qc:
-        from .qc import coronal_view, enlarge, overlay, to_gray, write_png
+        from .qc import coronal_view, qc_picture, write_png
 
         paths["qc"].parent.mkdir(parents=True, exist_ok=True)
-        gray = to_gray(job.pet_mip, 0.0, 10.0, invert=True)
-        write_png(paths["qc"], enlarge(overlay(gray, coronal_view(job.mask, job.geometry) > 0)))
+        write_png(paths["qc"], qc_picture(job.pet_mip, coronal_view(job.mask, job.geometry) > 0, job.cue_mip))
     return paths

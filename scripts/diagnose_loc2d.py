@@ -72,8 +72,8 @@ def set_current_loss(sampler: SliceSampler) -> float:
     """LOSSES["current"]: the training code's L1 as train_loc2d calls it (with its BCE lesion
     weight, if the code has one). Returns that weight (1.0: none)."""
     try:
-        from l2s_training.losses import loc_pos_weight
-        pos_weight = loc_pos_weight(sampler.lesion_pixel_share())
+        from l2s_training.losses import lesion_pos_weight
+        pos_weight = lesion_pos_weight(sampler.lesion_pixel_share())
     except (ImportError, AttributeError):
         pos_weight = 1.0
     LOSSES["current"] = (lambda logits, y, dice_weight=1.0: loc_loss(logits, y, dice_weight, pos_weight)) \

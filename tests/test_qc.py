@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from l2s_engine.geometry import Geometry
-from l2s_engine.qc import coronal_view, enlarge, overlay, to_gray, write_png
+from l2s_engine.qc import CUE_RGB, LESION_RGB, coronal_view, enlarge, outline, overlay, qc_picture, to_gray, write_png
 
 LPS_FLIPPED = (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
 
@@ -45,3 +45,32 @@ def test_enlarge_repeats_whole_pixels_to_the_minimum_width():
     rgb = np.zeros((2, 500, 3), np.uint8)
     assert enlarge(rgb, min_width=400) is rgb  # wide enough: unchanged
     assert enlarge(np.zeros((1, 100, 3), np.uint8), min_width=400).shape == (4, 400, 3)
+
+
+def test_outline_keeps_the_pixels_with_a_neighbour_outside():
+    mask = np.zeros((7, 8), bool)
+    mask[1:5, 1:6] = True   # a 4 x 5 block: its interior is rows 2-3, cols 2-4
+    mask[6, 7] = True       # one pixel in the corner: the picture's edge counts as outside
+    expected = mask.copy()
+    expected[2:4, 2:5] = False
+    np.testing.assert_array_equal(outline(mask), expected)
+    assert not outline(np.zeros((3, 3), bool)).any()
+
+
+def test_qc_picture_blends_the_mask_in_red_and_outlines_the_cue_in_blue():
+    pet = np.zeros((10, 100), np.float32)   # k = 4: 40 x 400 pixels
+    mask = np.zeros((10, 100), bool)
+    mask[3, 12] = True
+    cue = np.zeros((10, 100), bool)
+    cue[2:6, 10:20] = True                  # enlarged: rows 8-23, cols 40-79
+    picture = qc_picture(pet, mask, cue)
+    assert picture.shape == (40, 400, 3)
+    blue = np.all(picture == CUE_RGB, axis=2)
+    ring = np.zeros((40, 400), bool)
+    ring[8:24, 40:80] = True
+    ring[9:23, 41:79] = False
+    np.testing.assert_array_equal(blue, ring)
+    red = 0.3 * 255 + 0.7 * np.asarray(LESION_RGB)    # 70 % lesion colour over white (SUV 0)
+    assert np.abs(picture[12:16, 48:52] - red).max() <= 0.5  # the lesion inside the outline
+    assert np.all(picture[30, 200] == 255)            # elsewhere the white background
+    np.testing.assert_array_equal(qc_picture(pet, mask), enlarge(overlay(to_gray(pet, 0, 10, invert=True), mask)))

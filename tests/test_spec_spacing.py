@@ -62,8 +62,10 @@ def read_manifest_from(folder: Path, data: dict):
 
 def test_demo_weights_record_the_spacing_they_were_trained_at():
     config = json.loads(DEMO_CONFIG.read_text())
-    # scripts/train_demo.sh trains on `small` phantoms (l2s-phantoms --size small)
-    assert config["provenance"]["seg3d"]["data"] == ["data/phantoms-train80"]
+    # scripts/train_demo.sh trains on wide `small` phantoms at the lite preset's spacing
+    script = (DEMO_CONFIG.parents[2] / "scripts" / "train_demo.sh").read_text()
+    assert config["provenance"]["seg3d"]["data"] == ["data/w20/train"] and "DATA=${DATA:-data/w20/train}" in script
+    assert config["provenance"]["spacing"] == "the lite preset" and "--spacing preset" in script
     assert tuple(config["spec"]["spacing_zyx_mm"]) == SIZES["small"].spacing
     # the file is still what l2s-train writes (sorted keys, two-space indent)
     assert DEMO_CONFIG.read_text() == json.dumps(config, indent=2, sort_keys=True) + "\n"

@@ -13,7 +13,7 @@ from .augment import flip_rotate
 from .data.patches import PatchSampler
 from .data.slices import SliceSampler
 from .data.studies import TrainStudy
-from .losses import loc_loss, loc_pos_weight, seg_loss
+from .losses import loc_loss, lesion_pos_weight, seg_loss
 from .loop import LoopConfig, train
 from .models import Loc2DNet, Seg3DNet
 from .predict import predict_cue
@@ -23,11 +23,11 @@ log = logging.getLogger(__name__)
 
 def train_loc2d(model: Loc2DNet, studies: list[TrainStudy], spec: Spec, cfg: LoopConfig, resume: bool) -> list[float]:
     """Train the 2D net on coronal slices (L1 = BCE + lambda Dice, ~1/5 lesion slices per batch;
-    the BCE weights lesion pixels by ``loc_pos_weight`` of their share in a batch)."""
+    the BCE weights lesion pixels by ``lesion_pos_weight`` of their share in a batch)."""
     t = spec.train
     sampler = SliceSampler(studies, spec.loc2d, t.batch_2d, t.lesion_fraction_2d)
     share = sampler.lesion_pixel_share()
-    pos_weight = loc_pos_weight(share)
+    pos_weight = lesion_pos_weight(share)
     log.info("2D: %d lesion slices, %d other slices; lesion pixels %.2g of a batch: BCE lesion weight %.1f",
              len(sampler.lesion_items), len(sampler.other_items), share, pos_weight)
 
@@ -49,11 +49,14 @@ def train_seg3d(model: Seg3DNet, studies: list[TrainStudy], spec: Spec, cfg: Loo
     """Train the 3D net on PET+CT patches (L2: BCE + Dice weighted by 1 + cue)."""
     t = spec.train
     sampler = PatchSampler(studies, spec.seg3d.patch, t.foreground_fraction_3d)
+    share = sampler.lesion_voxel_share(t.batch_3d)
+    pos_weight = lesion_pos_weight(share)
+    log.info("3D: lesion voxels %.2g of a batch: BCE lesion weight %.1f", share, pos_weight)
     # channels-last (NDHWC) convolutions: 1.27x faster lite bf16 steps on this CPU; same network
     model.to(memory_format=torch.channels_last_3d)
 
     def step(rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
         x, y, cue = (torch.from_numpy(a).to(cfg.device) for a in sampler.draw(rng, t.batch_3d))
-        return seg_loss(model(x.contiguous(memory_format=torch.channels_last_3d)), y, cue, t.dice_weight)
+        return seg_loss(model(x.contiguous(memory_format=torch.channels_last_3d)), y, cue, t.dice_weight, pos_weight)
 
     return train(model, step, cfg, resume)

@@ -12,6 +12,7 @@ pytest.importorskip("onnx")
 
 from l2s_engine.cli import infer_main  # noqa: E402
 from l2s_engine.io import load_label  # noqa: E402
+from l2s_engine.qc import CUE_RGB  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
 from l2s_engine.phantoms.files import write_study  # noqa: E402
 
@@ -59,6 +60,8 @@ def test_bad_studies_are_reported_by_name_and_the_others_written(engine, tmp_pat
 
 
 def test_masks_lie_on_the_pet_grid_and_report_has_timings_and_metrics(engine, tmp_path):
+    import SimpleITK as sitk
+
     folders = _studies(tmp_path / "in", 2)
     out = tmp_path / "out"
     assert infer_main(["--engine", str(engine), str(tmp_path / "in"), "-o", str(out), "-q", "--qc", "--save-probs",
@@ -79,6 +82,14 @@ def test_masks_lie_on_the_pet_grid_and_report_has_timings_and_metrics(engine, tm
     assert set(report["summary"]["metrics"]) == {"positive-only", "all-cases"}
     assert report["backend"]["name"] == "onnxruntime" and report["backend"]["version"]
     assert report["backend"]["cue"] == "full"  # --save-probs writes the whole cue
+    image = pytest.importorskip("PIL.Image")
+    for study in report["studies"]:
+        cue = sitk.GetArrayFromImage(sitk.ReadImage(study["outputs"]["cue"]))
+        picture = np.asarray(image.open(study["outputs"]["qc"]))
+        assert (cue > 0.5).any() and np.all(picture == CUE_RGB, axis=2).any()  # the cue computed everywhere: outlined
+    assert infer_main(["--engine", str(engine), str(tmp_path / "in"), "-o", str(tmp_path / "demand"), "-q", "--qc"]) == 0
+    for study in _report(tmp_path / "demand")["studies"]:  # a cue on demand is partial: no outline
+        assert not np.all(np.asarray(image.open(study["outputs"]["qc"])) == CUE_RGB, axis=2).any()
 
 
 def test_existing_outputs_are_skipped_unless_overwrite(engine, tmp_path):

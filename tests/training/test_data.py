@@ -63,6 +63,14 @@ def test_patches_pad_small_volumes_and_oversample_lesions(tiny_studies, caplog):
     assert x.min() >= -1.0 and x.max() <= 1.0
 
 
+def test_patch_lesion_share_is_the_labelled_share_of_a_volume_the_patch_covers(tiny_studies):
+    _, studies = tiny_studies
+    study = next(s for s in studies if s.positive)
+    study.cue = np.zeros(study.seg.shape, np.float32)
+    sampler = PatchSampler([study], (64, 64, 64), fg_fraction=0.5)  # every patch is the whole (padded) volume
+    assert sampler.lesion_voxel_share(batch=2, batches=5) == pytest.approx(int(study.seg.sum()) / 64**3, rel=1e-6)
+
+
 def test_no_labels_and_no_lesions_are_errors(tmp_path):
     for i in (1, 3):                          # seed 0: odd indices are lesion-free
         write_study(make_phantom(i, seed=0, size="tiny"), tmp_path)

@@ -3,7 +3,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from l2s_training.losses import DICE_SMOOTH, bce_dice_loss, loc_loss, loc_pos_weight, seg_loss  # noqa: E402
+from l2s_training.losses import DICE_SMOOTH, bce_dice_loss, loc_loss, lesion_pos_weight, seg_loss  # noqa: E402
 
 
 def reference(logits, target, weight, lam=1.0, pos_weight=1.0):
@@ -32,6 +32,15 @@ def test_l2_weights_by_one_plus_cue_against_numpy():
     cue = rng.uniform(size=x.shape)
     got = seg_loss(torch.from_numpy(x), torch.from_numpy(g), torch.from_numpy(cue))
     assert float(got) == pytest.approx(reference(x, g, 1 + cue), rel=1e-5)
+
+
+def test_l2_lesion_weight_against_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 1, 4, 5, 6)) * 3
+    g = (rng.uniform(size=x.shape) > 0.95).astype(float)
+    cue = rng.uniform(size=x.shape)
+    got = seg_loss(torch.from_numpy(x), torch.from_numpy(g), torch.from_numpy(cue), 1.0, 25.0)
+    assert float(got) == pytest.approx(reference(x, g, 1 + cue, 1.0, 25.0), rel=1e-5)
 
 
 def test_a_voxel_with_cue_one_counts_as_two_voxels_with_cue_zero():
@@ -63,10 +72,10 @@ def test_l1_lesion_weight_against_numpy():
 
 
 def test_lesion_weight_is_sqrt_of_background_to_lesion_ratio():
-    assert loc_pos_weight(0.01) == pytest.approx(np.sqrt(99.0))
-    assert loc_pos_weight(1e-4) == pytest.approx(np.sqrt(9999.0))
-    assert loc_pos_weight(0.5) == 1.0 and loc_pos_weight(0.9) == 1.0   # never below 1
-    assert loc_pos_weight(0.0) == 1.0 and loc_pos_weight(1.0) == 1.0   # no lesion / no background: unweighted
+    assert lesion_pos_weight(0.01) == pytest.approx(np.sqrt(99.0))
+    assert lesion_pos_weight(1e-4) == pytest.approx(np.sqrt(9999.0))
+    assert lesion_pos_weight(0.5) == 1.0 and lesion_pos_weight(0.9) == 1.0   # never below 1
+    assert lesion_pos_weight(0.0) == 1.0 and lesion_pos_weight(1.0) == 1.0   # no lesion / no background: unweighted
 
 
 def test_weighted_bce_balances_the_gradient_of_rare_lesions():
@@ -75,7 +84,7 @@ def test_weighted_bce_balances_the_gradient_of_rare_lesions():
     n, share = 10_000, 1e-4
     g = torch.zeros(n)
     g[0] = 1.0
-    for pw, (low, high) in ((1.0, (0.005, 0.02)), (loc_pos_weight(share), (0.5, 2.0))):
+    for pw, (low, high) in ((1.0, (0.005, 0.02)), (lesion_pos_weight(share), (0.5, 2.0))):
         x = torch.full((n,), -4.59512, requires_grad=True)
         loc_loss(x, g, 0.0, pw).backward()
         ratio = -float(x.grad[0]) / float(x.grad[1:].sum())

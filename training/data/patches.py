@@ -40,6 +40,12 @@ class PatchSampler:
         fills = (PAD_VALUE, PAD_VALUE, 0, 0.0)
         return tuple(np.pad(v, pads, constant_values=f) for v, f in zip(volumes, fills))
 
+    def lesion_voxel_share(self, batch: int, batches: int = 64, seed: int = 0) -> float:
+        """The share of lesion voxels in a batch, estimated from ``batches`` batches drawn with
+        their own generator (the training draws are untouched)."""
+        rng = np.random.default_rng(seed)
+        return float(np.mean([self.draw(rng, batch)[1].mean() for _ in range(batches)]))
+
     def draw(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(inputs (B, 2, D, H, W), targets (B, 1, ...), cue (B, 1, ...)) float32."""
         xs, ys, cs = [], [], []
