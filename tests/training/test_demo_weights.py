@@ -28,15 +28,22 @@ def test_demo_weights_are_complete_and_small():
     assert size <= 10 * 1024 * 1024
 
 
+def unseen_dice(predict) -> list[float]:
+    """Dice of ``predict(phantom) > threshold`` masks on two phantoms with lesions (seed 4242 was never
+    used for training)."""
+    dice = []
+    for index in (0, 2):
+        p = make_phantom(index, seed=4242, size="small")
+        dice.append(case_metrics(predict(p), p.seg, p.geometry.voxel_volume_ml).dice)
+    return dice
+
+
 def test_demo_3d_net_finds_lesions_in_unseen_phantoms():
     spec, _ = read_config(DEMO)
     model = load_weights(Seg3DNet(spec.seg3d), DEMO, "seg3d")
-    dice = []
-    for index in (0, 2):                      # seed 4242 was never used for training
-        p = make_phantom(index, seed=4242, size="small")
-        prob = predict_volume(model, intensity_window(p.pet, *spec.seg3d.suv_window), intensity_window(p.ct, *spec.seg3d.ct_window),
-                              spec.seg3d, spec.fusion.step_fraction)
-        dice.append(case_metrics(prob > 0.5, p.seg, p.geometry.voxel_volume_ml).dice)
+    dice = unseen_dice(lambda p: predict_volume(
+        model, intensity_window(p.pet, *spec.seg3d.suv_window), intensity_window(p.ct, *spec.seg3d.ct_window),
+        spec.seg3d, spec.fusion.step_fraction) > 0.5)
     assert np.mean(dice) >= 0.3, dice
 
 
@@ -44,9 +51,6 @@ def test_demo_2d_net_localises_lesions_in_unseen_phantoms():
     """The cue lights up: ``cue > 0.5`` against the labels, on studies never trained on."""
     spec, _ = read_config(DEMO)
     model = load_weights(Loc2DNet(spec.loc2d), DEMO, "loc2d")
-    dice = []
-    for index in (0, 2):                      # seed 4242 was never used for training
-        p = make_phantom(index, seed=4242, size="small")
-        cue = predict_cue(model, intensity_window(p.pet, *spec.loc2d.suv_window), p.geometry, spec.loc2d)
-        dice.append(case_metrics(cue > spec.fusion.cue_threshold, p.seg, p.geometry.voxel_volume_ml).dice)
+    dice = unseen_dice(lambda p: predict_cue(
+        model, intensity_window(p.pet, *spec.loc2d.suv_window), p.geometry, spec.loc2d) > spec.fusion.cue_threshold)
     assert np.mean(dice) >= 0.2, dice
