@@ -13,6 +13,13 @@ probabilities and the cue on the study's grid; the four masks are made from thos
 
 Metrics are autoPET's (``l2s_engine.metrics``): Dice and FNV averaged over the studies with
 lesions (as the paper's Table 1), FPV over every study; both conventions are written to the JSON.
+
+Why L2SNet's FNV can only be below 3D alone's by lesions the cue rescues: a lesion (an
+18-connected component of the reference) counts as missed when no predicted voxel touches
+it, and the paper rule adds to 3D alone only voxels with cue > 0.5 and p3d in (0.1, 0.5].
+So each lesion's fate is also counted (``FATES``): found by 3D alone; rescued by the cue;
+within the cue's reach (p3d > 0.1 somewhere in it) but the cue did not fire there; out of
+reach (p3d <= 0.1 everywhere in it: no cue can add it).
 The studies are drawn with ``--seed`` (choose one the weights never saw), half of them with
 lesions. Writes ``<out>.json`` and ``<out>.md``.
 """
@@ -29,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("2D alone", "3D alone", "L2SNet", "L2SNet + components")
+FATES = ("found by 3D alone", "rescued by the cue", "within reach, no cue", "out of reach")
 PAPER = {"2D alone": (0.329, 21.945, 1.803), "3D alone": (0.401, 3.622, 4.204),
          "L2SNet": (0.415, 3.244, 3.662), "L2SNet + components": (0.414, 1.611, 1.874)}
 
@@ -41,6 +49,27 @@ def masks_of(p3d: np.ndarray, cue: np.ndarray, fusion) -> dict[str, np.ndarray]:
             "3D alone": (p3d > fusion.high_threshold).astype(np.uint8),
             "L2SNet": fuse("paper", p3d, cue, fusion),
             "L2SNet + components": fuse("components", p3d, cue, fusion)}
+
+
+def lesion_fates(seg: np.ndarray, p3d: np.ndarray, cue: np.ndarray, fusion) -> list[tuple[str, int]]:
+    """(fate, voxels) of each lesion of ``seg`` (18-connected), under the paper rule's thresholds."""
+    import cc3d
+
+    from l2s_engine.metrics import CONNECTIVITY
+
+    labels = cc3d.connected_components(seg > 0, connectivity=CONNECTIVITY)
+    fates = []
+    for k, box in enumerate(cc3d.statistics(labels)["bounding_boxes"][1:], start=1):
+        inside = labels[box] == k
+        p, c = p3d[box][inside], cue[box][inside]
+        if (p > fusion.high_threshold).any():
+            fate = FATES[0]
+        elif ((c > fusion.cue_threshold) & (p > fusion.low_threshold)).any():
+            fate = FATES[1]
+        else:
+            fate = FATES[2] if (p > fusion.low_threshold).any() else FATES[3]
+        fates.append((fate, int(inside.sum())))
+    return fates
 
 
 def summarise(cases: dict[str, list]) -> dict[str, dict]:
@@ -67,6 +96,9 @@ def markdown(result: dict) -> str:
     head = (f"{r['studies']} phantom studies ({r['positive']} with lesions), seed {r['seed']}, size {r['size']}, "
             f"variety {r['variety']}; engine {r['engine']} ({r['backend']}); {r['seconds']:.0f} s on {r['cpu']}.")
     command = f"\n\nCommand: `{r['command']}`" if r.get("command") else ""
+    if "lesions" in r:  # absent from results written before the fates were counted
+        rows += ["", "| lesion's fate (paper rule) | lesions | voxels |", "|---|---|---|"]
+        rows += [f"| {f} | {r['lesions'][f]['lesions']} | {r['lesions'][f]['voxels']} |" for f in FATES]
     return head + command + "\n\n" + "\n".join(rows) + "\n"
 
 
@@ -88,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     cases: dict[str, list] = {m: [] for m in METHODS}
+    lesions = {f: {"lesions": 0, "voxels": 0} for f in FATES}
     with HostEngine(args.engine, InferOptions(full_cue=True, threads=args.threads)) as engine:
         info = engine.describe()
         for i in range(args.studies):
@@ -95,12 +128,15 @@ def main(argv: list[str] | None = None) -> int:
             result = engine.segment(study.pet, study.ct, study.geometry)
             for method, mask in masks_of(result.p3d, result.cue, engine.fusion).items():
                 cases[method].append(case_metrics(mask, study.seg, study.geometry.voxel_volume_ml, study.case_id))
+            for fate, voxels in lesion_fates(study.seg, result.p3d, result.cue, engine.fusion):
+                lesions[fate]["lesions"] += 1
+                lesions[fate]["voxels"] += voxels
             print(f"{i + 1}/{args.studies} {study.case_id}: {int(study.seg.sum())} lesion voxels; predicted "
                   + ", ".join(f"{m} {c[-1].pred_voxels}" for m, c in cases.items()), flush=True)
     out = {"studies": args.studies, "positive": int(sum(c.positive for c in cases["L2SNet"])), "seed": args.seed,
            "size": args.size, "variety": args.variety, "engine": str(args.engine), "backend": info["name"],
            "cpu": info["cpu"], "cpu_flags": info["cpu_flags"], "seconds": time.perf_counter() - start,
-           "methods": summarise(cases), "paper_table1": PAPER,
+           "methods": summarise(cases), "lesions": lesions, "paper_table1": PAPER,
            "command": shlex.join(["python", "benchmarks/table1.py", *(sys.argv[1:] if argv is None else argv)])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")

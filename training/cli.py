@@ -146,10 +146,10 @@ def _train(args) -> int:
             log.info("ImageNet encoder weights from %s (%d keys missing)", args.imagenet, len(missing))
         cfg = LoopConfig("loc2d", t.epochs_2d, t.iters_2d, t.lr, **common)
         start = time.perf_counter()
-        losses = train_loc2d(loc, studies, spec, cfg, args.resume)
+        fit = train_loc2d(loc, studies, spec, cfg, args.resume)
         save_weights(loc, args.out, "loc2d")
         provenance["loc2d"] = dict(record, epochs=t.epochs_2d, iters=t.iters_2d, batch=t.batch_2d,
-                                   seconds=round(time.perf_counter() - start, 1), final_loss=losses[-1] if losses else None,
+                                   seconds=round(time.perf_counter() - start, 1), **fit.record(),
                                    imagenet=str(args.imagenet) if args.imagenet else None)
         write_config(args.out, spec, provenance)
     if args.task in ("3d", "all"):
@@ -162,10 +162,10 @@ def _train(args) -> int:
         cfg = LoopConfig("seg3d", t.epochs_3d, t.iters_3d, t.lr, **common)
         start = time.perf_counter()
         resume = args.resume and (args.task == "3d" or (args.out / "checkpoints" / "seg3d.pt").exists())
-        losses = train_seg3d(seg, studies, spec, cfg, resume)
+        fit = train_seg3d(seg, studies, spec, cfg, resume)
         save_weights(seg, args.out, "seg3d")
         provenance["seg3d"] = dict(record, epochs=t.epochs_3d, iters=t.iters_3d, batch=t.batch_3d,
-                                   seconds=round(time.perf_counter() - start, 1), final_loss=losses[-1] if losses else None)
+                                   seconds=round(time.perf_counter() - start, 1), **fit.record())
         write_config(args.out, spec, provenance)
     print(f"weights: {args.out} ({spec.preset} preset)")
     return 0

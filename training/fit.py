@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,7 +22,21 @@ from .predict import predict_cue
 log = logging.getLogger(__name__)
 
 
-def train_loc2d(model: Loc2DNet, studies: list[TrainStudy], spec: Spec, cfg: LoopConfig, resume: bool) -> list[float]:
+@dataclass(frozen=True)
+class Fit:
+    """What one network's training returns: its loss per epoch, and the BCE lesion weight it
+    used with the lesion share that weight came from (both go to the weights' provenance)."""
+
+    losses: list[float]
+    lesion_share: float
+    bce_lesion_weight: float
+
+    def record(self) -> dict:
+        return dict(final_loss=self.losses[-1] if self.losses else None,
+                    lesion_share=float(f"{self.lesion_share:.3g}"), bce_lesion_weight=round(self.bce_lesion_weight, 2))
+
+
+def train_loc2d(model: Loc2DNet, studies: list[TrainStudy], spec: Spec, cfg: LoopConfig, resume: bool) -> Fit:
     """Train the 2D net on coronal slices (L1 = BCE + lambda Dice, ~1/5 lesion slices per batch;
     the BCE weights lesion pixels by ``lesion_pos_weight`` of their share in a batch)."""
     t = spec.train
@@ -36,7 +51,7 @@ def train_loc2d(model: Loc2DNet, studies: list[TrainStudy], spec: Spec, cfg: Loo
         x, y = flip_rotate(torch.from_numpy(x), torch.from_numpy(y), t.rotation_deg, gen)
         return loc_loss(model(x.to(cfg.device)), y.to(cfg.device), t.dice_weight, pos_weight)
 
-    return train(model, step, cfg, resume)
+    return Fit(train(model, step, cfg, resume), share, pos_weight)
 
 
 def compute_cues(model: Loc2DNet, studies: list[TrainStudy], spec: Spec, device: str) -> None:
@@ -45,7 +60,7 @@ def compute_cues(model: Loc2DNet, studies: list[TrainStudy], spec: Spec, device:
         s.cue = predict_cue(model, s.pet_2d, s.geometry, spec.loc2d, device)
 
 
-def train_seg3d(model: Seg3DNet, studies: list[TrainStudy], spec: Spec, cfg: LoopConfig, resume: bool) -> list[float]:
+def train_seg3d(model: Seg3DNet, studies: list[TrainStudy], spec: Spec, cfg: LoopConfig, resume: bool) -> Fit:
     """Train the 3D net on PET+CT patches (L2: BCE + Dice weighted by 1 + cue)."""
     t = spec.train
     sampler = PatchSampler(studies, spec.seg3d.patch, t.foreground_fraction_3d)
@@ -59,4 +74,4 @@ def train_seg3d(model: Seg3DNet, studies: list[TrainStudy], spec: Spec, cfg: Loo
         x, y, cue = (torch.from_numpy(a).to(cfg.device) for a in sampler.draw(rng, t.batch_3d))
         return seg_loss(model(x.contiguous(memory_format=torch.channels_last_3d)), y, cue, t.dice_weight, pos_weight)
 
-    return train(model, step, cfg, resume)
+    return Fit(train(model, step, cfg, resume), share, pos_weight)

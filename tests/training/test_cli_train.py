@@ -27,6 +27,9 @@ def test_end_to_end_smoke_on_tiny_phantoms(tmp_path, capsys):
     assert spec.spacing_zyx_mm == SIZES["tiny"].spacing != preset("lite").spacing_zyx_mm
     assert config["provenance"]["spacing"] == "median PET spacing of 8 training studies"
     assert config["provenance"]["loc2d"]["fold"] == 0 and config["provenance"]["seg3d"]["train_cases"] == 8
+    for net in ("loc2d", "seg3d"):  # the BCE lesion weight each net trained with, and the share it came from
+        share, weight = config["provenance"][net]["lesion_share"], config["provenance"][net]["bce_lesion_weight"]
+        assert 0 < share < 0.5 and weight == pytest.approx(max(1.0, ((1 - share) / share) ** 0.5), rel=2e-3)
     assert main(["eval", "--data", str(data), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "3d (p > 0.5): Dice" in printed and "fused (paper rule): Dice" in printed
