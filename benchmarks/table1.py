@@ -13,6 +13,8 @@ probabilities and the cue on the study's grid; the four masks are made from thos
 
 Metrics are autoPET's (``l2s_engine.metrics``): Dice and FNV averaged over the studies with
 lesions (as the paper's Table 1), FPV over every study; both conventions are written to the JSON.
+The studies are drawn with ``--seed`` (choose one the weights never saw), half of them with
+lesions. Writes ``<out>.json`` and ``<out>.md``.
 
 Why L2SNet's FNV can only be below 3D alone's by lesions the cue rescues: a lesion (an
 18-connected component of the reference) counts as missed when no predicted voxel touches
@@ -20,8 +22,6 @@ it, and the paper rule adds to 3D alone only voxels with cue > 0.5 and p3d in (0
 So each lesion's fate is also counted (``FATES``): found by 3D alone; rescued by the cue;
 within the cue's reach (p3d > 0.1 somewhere in it) but the cue did not fire there; out of
 reach (p3d <= 0.1 everywhere in it: no cue can add it).
-The studies are drawn with ``--seed`` (choose one the weights never saw), half of them with
-lesions. Writes ``<out>.json`` and ``<out>.md``.
 """
 
 from __future__ import annotations
