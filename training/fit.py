@@ -33,7 +33,7 @@ class Fit:
 
     def record(self) -> dict:
         return dict(final_loss=self.losses[-1] if self.losses else None,
-                    lesion_share=float(f"{self.lesion_share:.3g}"), bce_lesion_weight=round(self.bce_lesion_weight, 2))
+                    lesion_share=float(f"{self.lesion_share:.4g}"), bce_lesion_weight=round(self.bce_lesion_weight, 2))
 
 
 def train_loc2d(model: Loc2DNet, studies: list[TrainStudy], spec: Spec, cfg: LoopConfig, resume: bool) -> Fit:
