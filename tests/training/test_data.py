@@ -5,14 +5,16 @@ import pytest
 
 pytest.importorskip("torch")
 
+from l2s_engine.geometry import Geometry  # noqa: E402
 from l2s_engine.io import find_studies  # noqa: E402
 from l2s_engine.phantoms import make_phantom  # noqa: E402
 from l2s_engine.phantoms.files import write_study  # noqa: E402
 from l2s_engine.phantoms.study import SIZES  # noqa: E402
-from l2s_engine.spec import preset  # noqa: E402
+from l2s_engine.spec import Loc2DSpec, preset  # noqa: E402
 from l2s_training.data.patches import PatchSampler  # noqa: E402
 from l2s_training.data.slices import SliceSampler  # noqa: E402
-from l2s_training.data.studies import TrainingDataError, load_training_studies, median_spacing  # noqa: E402
+from l2s_training.data.studies import (TrainingDataError, TrainStudy, lesion_components,  # noqa: E402
+                                       load_training_studies, median_spacing)
 
 TINY = dataclasses.replace(preset("lite"), spacing_zyx_mm=SIZES["tiny"].spacing)  # networks at the studies' spacing
 
@@ -130,3 +132,52 @@ def test_studies_are_resampled_to_the_network_spacing(tiny_studies):
         assert s.positive == ref.positive
         # between them, interpolated values: not a copy of a neighbour
         assert not np.array_equal(s.pet_3d[1::2][:63], s.pet_3d[0::2][:63])
+
+
+def _two_lesion_study() -> TrainStudy:
+    """A hand-built study (identity direction: numpy y is the coronal axis) with two lesions:
+    a 10 x 10 x 10 cube crossing coronal slices 5-14 and a single voxel on slice 25."""
+    shape = (40, 32, 48)
+    seg = np.zeros(shape, np.uint8)
+    seg[5:15, 5:15, 5:15] = 1
+    seg[30, 25, 40] = 1
+    flat = np.zeros(shape, np.float32)
+    geometry = Geometry(size=(48, 32, 40), spacing=(4.0, 4.0, 4.0), origin=(0.0, 0.0, 0.0))
+    study = TrainStudy("hand", geometry, flat, flat, flat, seg, lesions=lesion_components(seg))
+    study.cue = flat
+    return study
+
+
+def test_lesion_components_are_the_18_connected_components():
+    from scipy import ndimage
+
+    seg = np.zeros((12, 12, 12), np.uint8)
+    seg[1:4, 1:4, 1:4] = 1          # a cube
+    seg[6, 6, 6] = seg[7, 7, 6] = 1  # sharing an edge: one lesion at connectivity 18
+    seg[9, 9, 9] = seg[10, 10, 10] = 1  # sharing only a corner: two lesions
+    labels, count = ndimage.label(seg, structure=ndimage.generate_binary_structure(3, 2))
+    expected = sorted(sorted(map(tuple, np.argwhere(labels == k))) for k in range(1, count + 1))
+    got = sorted(sorted(map(tuple, voxels)) for voxels in lesion_components(seg))
+    assert count == 4 and got == expected
+    assert lesion_components(np.zeros((3, 3, 3), np.uint8)) == []
+
+
+def test_lesion_patches_are_drawn_per_lesion_not_per_voxel():
+    # drawn per voxel the single voxel would centre 1 patch in 1,001; per lesion, half of them
+    sampler = PatchSampler([_two_lesion_study()], (16, 16, 16), fg_fraction=1.0)
+    _, y, _ = sampler.draw(np.random.default_rng(0), 400)
+    counts = y.reshape(400, -1).sum(axis=1)
+    assert counts.min() >= 1                  # every patch holds a lesion
+    assert 0.4 < np.mean(counts == 1) < 0.6   # the patches around the cube never reach the voxel
+
+
+def test_lesion_slices_are_drawn_per_lesion_not_per_slice():
+    spec = Loc2DSpec(resize=(40, 48), crop=(0, 40, 0, 48))  # network space = the coronal slice itself
+    sampler = SliceSampler([_two_lesion_study()], spec, batch=16, lesion_fraction=0.25)
+    rng = np.random.default_rng(0)
+    slices = np.array([j for _ in range(500) for (_, j, flag) in sampler.draw(rng) if flag])
+    assert set(np.unique(slices)) == set(range(5, 15)) | {25}
+    # drawn per slice the voxel's slice would be 1 of 11 draws; per lesion, half
+    assert 0.45 < np.mean(slices == 25) < 0.55
+    # half the lesion slices show the cube's 10 x 10 pixels, half the single voxel
+    assert sampler.lesion_pixel_share() == pytest.approx(0.25 * (0.5 * 100 + 0.5 * 1) / (40 * 48))

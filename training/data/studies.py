@@ -6,11 +6,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cc3d
 import numpy as np
 
 from l2s_engine.errors import L2SError
 from l2s_engine.geometry import Geometry
 from l2s_engine.io import find_studies, iter_studies
+from l2s_engine.metrics import CONNECTIVITY
 from l2s_engine.preprocess import intensity_window
 from l2s_engine.resample import CT_ORDER, PET_ORDER, GridMap, grid_map
 from l2s_engine.spec import Spec
@@ -34,13 +36,24 @@ class TrainStudy:
     ct_3d: np.ndarray           # CT windowed with the 3D spec
     seg: np.ndarray             # uint8 0/1
     cue: np.ndarray | None = None  # 2D-net probabilities, set before 3D training
-    lesion_voxels: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
+    lesions: list[np.ndarray] = field(default_factory=list)  # voxel indices (n, 3) of each lesion
     grid: GridMap | None = None    # the study's native grid and the network grid
     native_seg: np.ndarray | None = None  # the label on the native grid (evaluation)
 
     @property
     def positive(self) -> bool:
-        return self.lesion_voxels.shape[0] > 0
+        return bool(self.lesions)
+
+
+def lesion_components(seg: np.ndarray) -> list[np.ndarray]:
+    """The voxel indices (n, 3) of each lesion of ``seg``: its 18-connected components, as
+    the challenge metrics count lesions."""
+    labels, count = cc3d.connected_components(seg > 0, connectivity=CONNECTIVITY, return_N=True)
+    if not count:
+        return []
+    order = np.argsort(labels, axis=None, kind="stable")
+    bounds = np.searchsorted(labels.ravel()[order], np.arange(1, count + 2))
+    return [np.stack(np.unravel_index(order[a:b], seg.shape), axis=1) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def labelled_refs(data: list[Path], case_ids: set[str] | None = None) -> list:
@@ -104,7 +117,7 @@ def load_training_studies(data: list[Path], spec: Spec, case_ids: set[str] | Non
             seg = (grid.to_network(s.seg, "linear") > 0.5).astype(np.uint8)
         out.append(TrainStudy(
             s.case_id, grid.network, intensity_window(pet, *spec.loc2d.suv_window), intensity_window(pet, *spec.seg3d.suv_window),
-            intensity_window(ct, *spec.seg3d.ct_window), seg, lesion_voxels=np.argwhere(seg > 0), grid=grid,
+            intensity_window(ct, *spec.seg3d.ct_window), seg, lesions=lesion_components(seg), grid=grid,
             native_seg=s.seg if keep_native else None))
     if not any(t.positive for t in out):
         raise TrainingDataError(f"none of the {len(out)} labelled studies has a lesion: the networks cannot "
